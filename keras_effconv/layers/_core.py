@@ -1,0 +1,427 @@
+"""Shared building blocks for the efficient convolution layers.
+
+Everything here uses `keras.ops` only, so it runs on TensorFlow, JAX and
+PyTorch. Where backends differ in which exact formulation is fastest (measured
+in `benchmarks/layers.py`), the choice is made in ONE place: `_FAST_FORMS`.
+"""
+
+import math
+
+import numpy as np
+
+import keras
+from keras import ops
+
+# Measured on a 2-core x86 CPU (see benchmarks/results/): which exact form of
+# a grouped / depthwise convolution each backend runs fastest.
+#   grouped:   "native" = one ops.conv with a grouped kernel,
+#              "split"  = one dense conv per group, concatenated.
+#   depthwise: "native" = ops.depthwise_conv,
+#              "shift"  = sum of k*k shifted, per-channel scaled inputs (XLA:CPU
+#                         runs depthwise convolutions ~20x slower than this).
+#   hetconv:   "grouped_dense" = grouped k x k conv + one dense 1x1 matmul with
+#                                structural zeros,
+#              "per_class"     = per residue class, a k x k conv on its channels
+#                                and a 1x1 conv on the others (MAC-exact).
+#   interleaved_pointwise: "folded" = dense 1x1 with the interleave folded in,
+#              "contraction"   = exact batched contraction (MAC-exact).
+_FAST_FORMS = {
+    "tensorflow": {
+        "grouped": "split",
+        "depthwise": "native",
+        "hetconv": "grouped_dense",
+        "interleaved_pointwise": "folded",
+    },
+    "jax": {
+        "grouped": "split",
+        "depthwise": "shift",
+        "hetconv": "per_class",
+        "interleaved_pointwise": "contraction",
+    },
+    "torch": {
+        "grouped": "native",
+        "depthwise": "native",
+        "hetconv": "grouped_dense",
+        "interleaved_pointwise": "folded",
+    },
+}
+
+
+_DEFAULT_FORMS = _FAST_FORMS["tensorflow"]
+
+
+def fast_form(kind):
+    forms = _FAST_FORMS.get(keras.backend.backend(), _DEFAULT_FORMS)
+    return forms[kind]
+
+
+# ----------------------------------------------------------------------------
+# Argument validation (messages name the argument, the value and what is allowed)
+# ----------------------------------------------------------------------------
+
+
+def check_positive_int(value, name, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a positive "
+            f"integer. Received: {name}={value!r}"
+        )
+    if value <= 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a strictly "
+            f"positive integer. Received: {name}={value}"
+        )
+    return int(value)
+
+
+def normalize_tuple(value, n, name):
+    """Like keras' `standardize_tuple`, with a message that says what is allowed."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        values = (int(value),) * n
+    else:
+        try:
+            values = tuple(value)
+        except TypeError:
+            values = None
+        if (
+            values is None
+            or len(values) != n
+            or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                for v in values
+            )
+        ):
+            raise ValueError(
+                f"Invalid value for argument `{name}`: expected an integer or "
+                f"a tuple of {n} integers. Received: {name}={value!r}"
+            )
+        values = tuple(int(v) for v in values)
+    if any(v <= 0 for v in values):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: every entry must be a "
+            f"strictly positive integer. Received: {name}={value!r}"
+        )
+    return values
+
+
+def normalize_padding(padding):
+    allowed = ("valid", "same")
+    if not isinstance(padding, str) or padding.lower() not in allowed:
+        raise ValueError(
+            "Invalid value for argument `padding`: expected one of "
+            f"{allowed}. Received: padding={padding!r}"
+        )
+    return padding.lower()
+
+
+def normalize_data_format(data_format):
+    if data_format is None:
+        return keras.config.image_data_format()
+    allowed = ("channels_last", "channels_first")
+    if not isinstance(data_format, str) or data_format.lower() not in allowed:
+        raise ValueError(
+            "Invalid value for argument `data_format`: expected one of "
+            f"{allowed} or None. Received: data_format={data_format!r}"
+        )
+    return data_format.lower()
+
+
+def check_input_shape(layer, input_shape):
+    """Validates a rank-4 image input and returns its channel count."""
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 4:
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) expects rank-4 "
+            "inputs (batch, height, width, channels) or (batch, channels, "
+            f"height, width). Received input_shape={input_shape}"
+        )
+    axis = -1 if layer.data_format == "channels_last" else 1
+    channels = input_shape[axis]
+    if channels is None:
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) needs a known "
+            "channel dimension (axis "
+            f"{axis} for data_format='{layer.data_format}'). Received "
+            f"input_shape={input_shape}"
+        )
+    return int(channels)
+
+
+# ----------------------------------------------------------------------------
+# Shapes
+# ----------------------------------------------------------------------------
+
+
+def conv_output_length(length, kernel, stride, padding, dilation=1):
+    """Output length of a convolution along one axis (None stays None)."""
+    if length is None:
+        return None
+    effective = (kernel - 1) * dilation + 1
+    if padding == "same":
+        return -(-length // stride)
+    return (length - effective) // stride + 1
+
+
+def spatial_dims(shape, data_format):
+    return tuple(shape[1:3]) if data_format == "channels_last" else tuple(shape[2:4])
+
+
+def with_spatial_and_channels(shape, spatial, channels, data_format):
+    if data_format == "channels_last":
+        return (shape[0], spatial[0], spatial[1], channels)
+    return (shape[0], channels, spatial[0], spatial[1])
+
+
+def channel_axis(data_format):
+    return -1 if data_format == "channels_last" else 1
+
+
+# ----------------------------------------------------------------------------
+# Channel permutations
+# ----------------------------------------------------------------------------
+
+
+def shuffle_channels(x, groups, data_format):
+    """ShuffleNet channel shuffle written with 4-D tensors only.
+
+    Output channel `j * groups + g` is input channel `g * (C // groups) + j`.
+    Height and width are merged so that no tensor above rank 4 appears (a 5-D
+    reshape/transpose is not accelerated by mobile GPU delegates).
+    """
+    if groups == 1:
+        return x
+    shape = ops.shape(x)
+    if data_format == "channels_last":
+        channels = x.shape[-1]
+        y = ops.reshape(x, (-1, shape[1] * shape[2], groups, channels // groups))
+        y = ops.transpose(y, (0, 1, 3, 2))
+        return ops.reshape(y, (-1, shape[1], shape[2], channels))
+    channels = x.shape[1]
+    y = ops.reshape(x, (-1, groups, channels // groups, shape[2] * shape[3]))
+    y = ops.transpose(y, (0, 2, 1, 3))
+    return ops.reshape(y, (-1, channels, shape[2], shape[3]))
+
+
+def take_channels(x, indices, data_format):
+    return ops.take(x, np.asarray(indices, dtype="int32"), axis=channel_axis(data_format))
+
+
+def slice_channels(x, start, stop, data_format):
+    if data_format == "channels_last":
+        return x[..., start:stop]
+    return x[:, start:stop]
+
+
+def concat_channels(tensors, data_format):
+    if len(tensors) == 1:
+        return tensors[0]
+    return ops.concatenate(tensors, axis=channel_axis(data_format))
+
+
+def gather_from_parts(parts, index_map):
+    """Builds a tensor whose entries are picked from `parts` (-1 gives zero).
+
+    Used to expand compactly stored weights (no masked duplicates) into dense
+    kernels: `index_map` indexes the concatenation of the flattened parts.
+    """
+    flat = [ops.reshape(p, (-1,)) for p in parts]
+    flat.append(ops.zeros((1,), dtype=flat[0].dtype))
+    pool = ops.concatenate(flat, axis=0)
+    index_map = np.asarray(index_map)
+    total = int(pool.shape[0])
+    safe = np.where(index_map < 0, total - 1, index_map).astype("int32")
+    return ops.reshape(ops.take(pool, safe.reshape(-1), axis=0), index_map.shape)
+
+
+# ----------------------------------------------------------------------------
+# Convolutions
+# ----------------------------------------------------------------------------
+
+
+def conv(x, kernel, strides=1, padding="same", dilation_rate=1, data_format="channels_last"):
+    return ops.conv(
+        x,
+        kernel,
+        strides=strides,
+        padding=padding,
+        dilation_rate=dilation_rate,
+        data_format=data_format,
+    )
+
+
+def grouped_conv(
+    x,
+    kernel,
+    groups,
+    strides=1,
+    padding="same",
+    dilation_rate=1,
+    data_format="channels_last",
+    form=None,
+):
+    """Grouped convolution with a Keras grouped kernel `(kh, kw, C_in/g, C_out)`.
+
+    Output channels `[i * C_out/g, (i+1) * C_out/g)` see input channels
+    `[i * C_in/g, (i+1) * C_in/g)`, exactly like `keras.layers.Conv2D(groups=g)`.
+    """
+    if groups == 1:
+        return conv(x, kernel, strides, padding, dilation_rate, data_format)
+    in_per_group = kernel.shape[2]
+    out_channels = kernel.shape[3]
+    if in_per_group == 1:
+        # One input channel per group is a depthwise conv with a multiplier.
+        multiplier = out_channels // groups
+        dw_kernel = ops.reshape(kernel, tuple(kernel.shape[:2]) + (groups, multiplier))
+        return depthwise_conv(x, dw_kernel, strides, padding, dilation_rate, data_format)
+    form = form or fast_form("grouped")
+    if form == "native":
+        return conv(x, kernel, strides, padding, dilation_rate, data_format)
+    out_per_group = out_channels // groups
+    outputs = []
+    for g in range(groups):
+        xg = slice_channels(x, g * in_per_group, (g + 1) * in_per_group, data_format)
+        kg = kernel[:, :, :, g * out_per_group : (g + 1) * out_per_group]
+        outputs.append(conv(xg, kg, strides, padding, dilation_rate, data_format))
+    return concat_channels(outputs, data_format)
+
+
+def _same_pad_amounts(length, kernel, stride, dilation):
+    effective = (kernel - 1) * dilation + 1
+    out = -(-length // stride)
+    total = max((out - 1) * stride + effective - length, 0)
+    return total // 2, total - total // 2
+
+
+def depthwise_conv(
+    x,
+    kernel,
+    strides=1,
+    padding="same",
+    dilation_rate=1,
+    data_format="channels_last",
+    form=None,
+):
+    """Depthwise convolution with a kernel `(kh, kw, C, multiplier)`."""
+    strides = normalize_tuple(strides, 2, "strides")
+    dilation_rate = normalize_tuple(dilation_rate, 2, "dilation_rate")
+    form = form or fast_form("depthwise")
+    spatial = spatial_dims(x.shape, data_format)
+    if form != "shift" or any(s is None for s in spatial):
+        return ops.depthwise_conv(
+            x,
+            kernel,
+            strides=strides,
+            padding=padding,
+            dilation_rate=dilation_rate,
+            data_format=data_format,
+        )
+    return _shift_depthwise(x, kernel, strides, padding, dilation_rate, data_format)
+
+
+def _shift_depthwise(x, kernel, strides, padding, dilation_rate, data_format):
+    # Exact depthwise conv as a sum of k*k shifted copies scaled per channel;
+    # elementwise work fuses well in XLA, unlike XLA:CPU's grouped conv.
+    kh, kw, channels, multiplier = kernel.shape
+    if data_format == "channels_first":
+        x = ops.transpose(x, (0, 2, 3, 1))
+    height, width = x.shape[1], x.shape[2]
+    if multiplier > 1:
+        x = ops.repeat(x, multiplier, axis=-1)
+    weights = ops.reshape(kernel, (kh, kw, channels * multiplier))
+    out_h = conv_output_length(height, kh, strides[0], padding, dilation_rate[0])
+    out_w = conv_output_length(width, kw, strides[1], padding, dilation_rate[1])
+    if padding == "same":
+        ph = _same_pad_amounts(height, kh, strides[0], dilation_rate[0])
+        pw = _same_pad_amounts(width, kw, strides[1], dilation_rate[1])
+        x = ops.pad(x, [(0, 0), ph, pw, (0, 0)])
+    acc = None
+    for i in range(kh):
+        for j in range(kw):
+            r0 = i * dilation_rate[0]
+            c0 = j * dilation_rate[1]
+            patch = x[
+                :,
+                r0 : r0 + (out_h - 1) * strides[0] + 1 : strides[0],
+                c0 : c0 + (out_w - 1) * strides[1] + 1 : strides[1],
+                :,
+            ]
+            term = patch * weights[i, j]
+            acc = term if acc is None else acc + term
+    if data_format == "channels_first":
+        acc = ops.transpose(acc, (0, 3, 1, 2))
+    return acc
+
+
+def sample_window_centres(x, kernel_size, strides, padding, dilation_rate, data_format):
+    """The input value at the centre tap of every convolution window.
+
+    This is exactly what a 1x1 kernel placed at the centre of a k x k kernel
+    sees, with the padding convention of `keras.ops.conv` (TensorFlow's "same":
+    extra padding goes after). Used for HetConv's 1x1 kernels and CompConv's
+    identity channels when the convolution is strided or "valid".
+    """
+    kh, kw = kernel_size
+    sh, sw = strides
+    dh, dw = dilation_rate
+    if padding == "same" and (sh, sw) == (1, 1) and (kh - 1) * dh % 2 == 0 and (kw - 1) * dw % 2 == 0:
+        return x
+    if data_format == "channels_first":
+        x = ops.transpose(x, (0, 2, 3, 1))
+    dynamic = ops.shape(x)
+    starts, lengths = [], []
+    for axis, (k, s, d) in zip((1, 2), ((kh, sh, dh), (kw, sw, dw))):
+        length = x.shape[axis]
+        centre = ((k - 1) * d) // 2
+        effective = (k - 1) * d + 1
+        if length is not None:
+            if padding == "same":
+                before, _ = _same_pad_amounts(length, k, s, d)
+                start = centre - before
+            else:
+                start = centre
+            out = conv_output_length(length, k, s, padding, d)
+        else:
+            # Only TensorFlow graphs with unknown spatial size come here.
+            length = dynamic[axis]
+            if padding == "same":
+                out = (length + s - 1) // s
+                total = ops.maximum((out - 1) * s + effective - length, 0)
+                start = centre - total // 2
+            else:
+                out = (length - effective) // s + 1
+                start = centre
+        starts.append(start)
+        lengths.append(out)
+    if all(isinstance(v, int) for v in starts + lengths):
+        (r0, c0), (oh, ow) = starts, lengths
+        y = x[:, r0 : r0 + (oh - 1) * sh + 1 : sh, c0 : c0 + (ow - 1) * sw + 1 : sw, :]
+    else:
+        y = ops.slice(
+            x,
+            [0, starts[0], starts[1], 0],
+            [dynamic[0], (lengths[0] - 1) * sh + 1, (lengths[1] - 1) * sw + 1, dynamic[3]],
+        )
+        y = y[:, ::sh, ::sw, :]
+    if data_format == "channels_first":
+        y = ops.transpose(y, (0, 3, 1, 2))
+    return y
+
+
+def add_bias(x, bias, data_format):
+    if data_format == "channels_last":
+        return ops.add(x, bias)
+    return ops.add(x, ops.reshape(bias, (1, -1, 1, 1)))
+
+
+def divisors_message(value):
+    return ", ".join(str(d) for d in range(1, value + 1) if value % d == 0)
+
+
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+def log2_floor(value):
+    return int(math.floor(math.log2(value)))

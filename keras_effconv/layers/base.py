@@ -1,0 +1,201 @@
+"""Base class shared by the convolution-like layers of keras_effconv."""
+
+import keras
+from keras import activations
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from keras_effconv.layers import _core
+
+
+class EfficientConv2D(keras.layers.Layer):
+    """Common argument handling for 2-D efficient convolutions.
+
+    Mirrors `keras.layers.Conv2D`: same argument names, order and
+    normalisation. Subclasses implement `_build_kernels(input_channels)`,
+    `_convolve(inputs)` (everything but bias and activation) and
+    `_macs_per_output_pixel(input_channels)`.
+
+    `kernel_initializer`, `kernel_regularizer` and `kernel_constraint` apply to
+    every kernel the layer owns.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        padding="same",
+        data_format=None,
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.filters = _core.check_positive_int(filters, "filters")
+        self.kernel_size = _core.normalize_tuple(kernel_size, 2, "kernel_size")
+        self.strides = _core.normalize_tuple(strides, 2, "strides")
+        self.padding = _core.normalize_padding(padding)
+        self.data_format = _core.normalize_data_format(data_format)
+        self.dilation_rate = _core.normalize_tuple(dilation_rate, 2, "dilation_rate")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                "`strides > 1` is not supported together with "
+                f"`dilation_rate > 1`. Received: strides={self.strides}, "
+                f"dilation_rate={self.dilation_rate}"
+            )
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    # -- helpers for subclasses ---------------------------------------------
+
+    def _add_kernel(self, name, shape, initializer=None):
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=initializer or self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            trainable=True,
+        )
+
+    def _conv_kwargs(self):
+        return dict(
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+
+    # -- Layer API ------------------------------------------------------------
+
+    def build(self, input_shape):
+        input_channels = _core.check_input_shape(self, input_shape)
+        self.compute_output_shape(input_shape)
+        self._build_kernels(input_channels)
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                trainable=True,
+            )
+        else:
+            self.bias = None
+        axis = _core.channel_axis(self.data_format)
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={axis: input_channels})
+        self.input_channels = input_channels
+
+    def call(self, inputs):
+        outputs = self._convolve(inputs)
+        if self.use_bias:
+            outputs = _core.add_bias(outputs, self.bias, self.data_format)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 4:
+            _core.check_input_shape(self, input_shape)
+        spatial = _core.spatial_dims(input_shape, self.data_format)
+        out = tuple(
+            _core.conv_output_length(length, k, s, self.padding, d)
+            for length, k, s, d in zip(
+                spatial, self.kernel_size, self.strides, self.dilation_rate
+            )
+        )
+        if any(o is not None and o <= 0 for o in out):
+            raise ValueError(
+                f"Layer '{self.name}': the output would have a zero or negative "
+                f"spatial size {out} for input_shape={input_shape}, "
+                f"kernel_size={self.kernel_size}, strides={self.strides}, "
+                f"padding='{self.padding}', dilation_rate={self.dilation_rate}."
+            )
+        return _core.with_spatial_and_channels(
+            input_shape, out, self.filters, self.data_format
+        )
+
+    def compute_macs(self, input_shape):
+        """Multiply-accumulates for ONE sample (bias and activation excluded).
+
+        Args:
+            input_shape: the input shape, with or without the batch dimension
+                (e.g. `(56, 56, 64)` or `(None, 56, 56, 64)`). Spatial sizes
+                must be known.
+
+        Returns:
+            int, the number of multiply-accumulates (1 MAC = 2 FLOPs).
+        """
+        input_shape = tuple(input_shape)
+        if len(input_shape) == 3:
+            input_shape = (None,) + input_shape
+        input_channels = _core.check_input_shape(self, input_shape)
+        output_shape = self.compute_output_shape(input_shape)
+        spatial = _core.spatial_dims(output_shape, self.data_format)
+        if any(s is None for s in spatial):
+            raise ValueError(
+                "compute_macs needs known spatial sizes. Received "
+                f"input_shape={input_shape}"
+            )
+        return int(
+            self._macs_for(input_channels, spatial[0], spatial[1], input_shape)
+        )
+
+    def _macs_for(self, input_channels, out_h, out_w, input_shape):
+        return out_h * out_w * self._macs_per_output_pixel(input_channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "data_format": self.data_format,
+                "dilation_rate": self.dilation_rate,
+                "activation": activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+                "activity_regularizer": regularizers.serialize(
+                    self.activity_regularizer
+                ),
+                "kernel_constraint": constraints.serialize(self.kernel_constraint),
+                "bias_constraint": constraints.serialize(self.bias_constraint),
+            }
+        )
+        return config
+
+    def _require_built(self):
+        if not self.built:
+            raise ValueError(
+                f"Layer '{self.name}' is not built yet: call it on an input or "
+                "call `layer.build(input_shape)` first."
+            )
+
+    @staticmethod
+    def _to_float32(tensor):
+        return ops.cast(tensor, "float32")

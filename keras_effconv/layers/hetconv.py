@@ -1,0 +1,263 @@
+"""HetConv: heterogeneous kernel-based convolution (Singh et al., CVPR 2019)."""
+
+import numpy as np
+
+import keras
+from keras import ops
+
+from keras_effconv.layers import _core
+from keras_effconv.layers.base import EfficientConv2D
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class HetConv2D(EfficientConv2D):
+    """Heterogeneous-kernel 2D convolution (HetConv, Singh et al., CVPR 2019).
+
+    Every filter has `C_in / part` kernels of size `k x k` and `1 x 1`
+    kernels on the remaining input channels. Filter `j` has its `k x k`
+    kernels on the input channels `i` with `(i - j) mod part == 0` (the
+    paper's shifted pattern, so only `part` distinct patterns exist). The
+    `1 x 1` kernels sit at the centre tap of the `k x k` window, so the layer
+    equals a dense convolution with the kernel returned by `dense_kernel()`.
+    `part=1` is a standard convolution.
+
+    Exact and efficient form: a `k x k` grouped convolution with `part`
+    groups over residue-class-ordered channels plus a `1 x 1` convolution.
+    The `1 x 1` weights are stored compactly (`pointwise_kernel` has shape
+    `(1, 1, C_in - C_in/part, filters)`): the positions covered by `k x k`
+    kernels do not exist as weights at all, so they cannot receive gradients
+    or weight decay and `count_params()` is the paper's parameter count.
+
+    MACs per output pixel: `k^2 * C_in * filters / part +
+    C_in * filters * (1 - 1/part)`, i.e. a ratio of
+    `1/part + (1 - 1/part)/k^2` of a standard convolution. On TensorFlow and
+    torch the `1 x 1` part runs as one dense matmul whose
+    `C_in * filters / part` structural zeros are also multiplied;
+    `compute_macs` counts the operator's MACs (the paper's), not those zeros.
+
+    Args:
+        filters: int, number of output channels; must be divisible by `part`.
+        kernel_size: int or tuple of 2 odd ints, the heterogeneous kernel size.
+        strides: int or tuple of 2 ints. Applies to both kernel sizes.
+        padding: `"same"` or `"valid"` (as `keras.layers.Conv2D`).
+        data_format: `"channels_last"`, `"channels_first"` or `None`
+            (`keras.config.image_data_format()`).
+        dilation_rate: int or tuple of 2 ints, dilation of the `k x k` kernels.
+        activation: activation applied to the output, or `None`.
+        use_bias: bool, whether to add a bias vector.
+        kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, activity_regularizer, kernel_constraint,
+        bias_constraint: as in `keras.layers.Conv2D`; the kernel ones apply to
+            both the `k x k` and the `1 x 1` weights.
+        part: int, the paper's `P`. The input channel count and `filters`
+            must be divisible by it.
+
+    Returns:
+        A layer mapping `(batch, H, W, C_in)` to `(batch, H', W', filters)`
+        (channels_last), like `keras.layers.Conv2D`.
+
+    Raises:
+        ValueError: for non-positive sizes, an even kernel size, a `part`
+            that does not divide `filters` or the input channels, an unknown
+            `padding`/`data_format`, or a non rank-4 input.
+
+    Example:
+
+    >>> layer = HetConv2D(64, 3, part=4)
+    >>> y = layer(keras.ops.ones((2, 32, 32, 64)))
+    >>> tuple(y.shape)
+    (2, 32, 32, 64)
+    >>> layer.compute_macs((32, 32, 64)) == 32 * 32 * (9 * 64 * 64 // 4 + 64 * 64 * 3 // 4)
+    True
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        padding="same",
+        data_format=None,
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        part=4,
+        **kwargs,
+    ):
+        super().__init__(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            data_format=data_format,
+            dilation_rate=dilation_rate,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )
+        self.part = _core.check_positive_int(part, "part")
+        if any(k % 2 == 0 for k in self.kernel_size):
+            raise ValueError(
+                "Invalid value for argument `kernel_size`: HetConv2D needs odd "
+                "kernel sizes, because its 1x1 kernels sit at the window "
+                f"centre. Received: kernel_size={self.kernel_size}"
+            )
+        if self.filters % self.part:
+            raise ValueError(
+                "Invalid value for argument `part`: it must divide `filters`. "
+                f"Received: part={self.part}, filters={self.filters}. Allowed "
+                f"values of part: {_core.divisors_message(self.filters)}"
+            )
+
+    def _build_kernels(self, input_channels):
+        part = self.part
+        if input_channels % part:
+            raise ValueError(
+                "Invalid value for argument `part`: it must divide the number "
+                f"of input channels. Received: part={part}, input channels="
+                f"{input_channels}. Allowed values of part: "
+                f"{_core.divisors_message(input_channels)}"
+            )
+        kh, kw = self.kernel_size
+        c_group = input_channels // part
+        # k x k weights: grouped kernel over residue-class-ordered channels.
+        self.kernel = self._add_kernel("kernel", (kh, kw, c_group, self.filters))
+        # 1 x 1 weights: only the free ones, ascending input index per filter.
+        self.pointwise_kernel = None
+        if part > 1:
+            self.pointwise_kernel = self._add_kernel(
+                "pointwise_kernel", (1, 1, input_channels - c_group, self.filters)
+            )
+        self._index_maps(input_channels)
+
+    def _index_maps(self, c_in):
+        """Precomputes gather maps from compact weights to dense kernels."""
+        part, n = self.part, self.filters
+        kh, kw = self.kernel_size
+        cg, ng = c_in // part, n // part
+        kernel_size = kh * kw * cg * n
+        # Row of filter j's compact 1x1 weights for each input channel i.
+        compact_row = np.full((c_in, n), -1, dtype=np.int64)
+        for j in range(n):
+            rows = [i for i in range(c_in) if (i - j) % part]
+            compact_row[rows, j] = np.arange(len(rows))
+        # Class order: position r*cg + u <-> channel r + part*u (same for outputs).
+        in_order = np.array([r + part * u for r in range(part) for u in range(cg)])
+        out_order = np.array([r + part * t for r in range(part) for t in range(ng)])
+        # 1x1 kernel in class order (rows and columns), zeros on k x k positions.
+        rows_c = compact_row[in_order][:, out_order]
+        self._pointwise_class_map = np.where(
+            rows_c >= 0, kernel_size + rows_c * n + out_order[None, :], -1
+        ).reshape(1, 1, c_in, n)
+        # Per output class r: 1x1 weights over the other classes' channels.
+        self._pointwise_per_class_maps = []
+        for r in range(part):
+            cols = out_order[r * ng : (r + 1) * ng]
+            other = np.concatenate(
+                [in_order[s * cg : (s + 1) * cg] for s in range(part) if s != r]
+            ) if part > 1 else np.zeros((0,), dtype=np.int64)
+            m = compact_row[other][:, cols]
+            self._pointwise_per_class_maps.append(
+                (kernel_size + m * n + cols[None, :]).reshape(1, 1, len(other), ng)
+            )
+        # Dense equivalent kernel (natural channel order).
+        dense = np.full((kh, kw, c_in, n), -1, dtype=np.int64)
+        a, b, u, col = np.meshgrid(
+            np.arange(kh), np.arange(kw), np.arange(cg), np.arange(n), indexing="ij"
+        )
+        r = col // ng
+        t = col % ng
+        dense[a, b, r + part * u, r + part * t] = ((a * kw + b) * cg + u) * n + col
+        centre = (kh // 2, kw // 2)
+        ii, jj = np.nonzero(compact_row >= 0)
+        dense[centre[0], centre[1], ii, jj] = kernel_size + compact_row[ii, jj] * n + jj
+        self._dense_map = dense
+
+    def _convolve(self, inputs):
+        part, df = self.part, self.data_format
+        c_in = self.input_channels
+        cg, ng = c_in // part, self.filters // part
+        # Residue-class order: position r*cg + u holds channel r + part*u.
+        x = _core.shuffle_channels(inputs, cg, df)
+        centres = _core.sample_window_centres(
+            x, self.kernel_size, self.strides, self.padding, self.dilation_rate, df
+        )
+        if part == 1:
+            y = _core.conv(x, self.kernel, **self._conv_kwargs())
+        elif _core.fast_form("hetconv") == "per_class":
+            y = self._per_class(x, centres)
+        else:
+            y = _core.grouped_conv(x, self.kernel, part, **self._conv_kwargs())
+            pointwise = _core.gather_from_parts(self._weights(), self._pointwise_class_map)
+            y = y + _core.conv(centres, pointwise, data_format=df)
+        # Back to natural order: channel t*part + r <- class position r*ng + t.
+        return _core.shuffle_channels(y, part, df)
+
+    def _per_class(self, x, centres):
+        # MAC-exact form: each output class gets a k x k conv on its own input
+        # class and a 1x1 conv on the other classes only (no structural zeros).
+        part, df = self.part, self.data_format
+        cg, ng = self.input_channels // part, self.filters // part
+        outputs = []
+        for r in range(part):
+            xr = _core.slice_channels(x, r * cg, (r + 1) * cg, df)
+            kr = self.kernel[:, :, :, r * ng : (r + 1) * ng]
+            other = _core.concat_channels(
+                [
+                    _core.slice_channels(centres, s * cg, (s + 1) * cg, df)
+                    for s in range(part)
+                    if s != r
+                ],
+                df,
+            )
+            pointwise = _core.gather_from_parts(
+                self._weights(), self._pointwise_per_class_maps[r]
+            )
+            outputs.append(
+                _core.conv(xr, kr, **self._conv_kwargs())
+                + _core.conv(other, pointwise, data_format=df)
+            )
+        return _core.concat_channels(outputs, df)
+
+    def dense_kernel(self):
+        """The equivalent dense kernel `(kh, kw, C_in, filters)`.
+
+        Returns:
+            A float32 tensor `K` such that the layer (without bias and
+            activation) equals `keras.ops.conv(x, K, strides, padding,
+            dilation_rate)`.
+
+        Raises:
+            ValueError: if the layer is not built.
+        """
+        self._require_built()
+        return self._to_float32(_core.gather_from_parts(self._weights(), self._dense_map))
+
+    def _weights(self):
+        if self.pointwise_kernel is None:
+            return [self.kernel]
+        return [self.kernel, self.pointwise_kernel]
+
+    def _macs_per_output_pixel(self, input_channels):
+        kh, kw = self.kernel_size
+        n, p = self.filters, self.part
+        return kh * kw * input_channels * n // p + input_channels * n * (p - 1) // p
+
+    def get_config(self):
+        config = super().get_config()
+        config["part"] = self.part
+        return config

@@ -1,0 +1,224 @@
+"""IGCV1: interleaved group convolutions (Zhang et al., ICCV 2017)."""
+
+import numpy as np
+
+import keras
+from keras import ops
+
+from keras_effconv.layers import _core
+from keras_effconv.layers.base import EfficientConv2D
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class InterleavedGroupConv2D(EfficientConv2D):
+    """Interleaved group convolution block (IGCV1, Zhang et al., ICCV 2017).
+
+    Primary: a `k x k` grouped convolution with `L = primary_groups`
+    partitions of `M = secondary_groups` output channels each (width
+    `G = L * M`). Its output channel `a * M + j` (member `j` of partition
+    `a`) is interleaved to position `j * L + a`. Secondary: a `1 x 1` grouped
+    convolution with `M` partitions of `L` channels (each partition sees the
+    `j`-th channel of every primary partition), whose output position
+    `j * F + f` (`F = filters / M`) is mapped back by the inverse interleave
+    to channel `f * M + j`. No normalisation or activation sits between the
+    two group convolutions, so the block is one linear map, available as
+    `dense_kernel()`. `activation` (default `None`) is applied at the end.
+
+    With `C_in = filters = G`: params `G^2 (k^2 / L + 1 / M)` (+ bias), MACs
+    per output pixel the same. `L = 1` (regular convolution + channel-wise
+    1x1) and `M = 1` (Xception-like: depthwise-style primary + dense 1x1) are
+    the paper's degenerate cases.
+
+    The permutations are never materialised: the secondary convolution runs
+    either as a dense `1 x 1` kernel with the interleave folded in (TensorFlow
+    and torch; it multiplies `G * filters * (1 - 1/M)` structural zeros per
+    pixel) or as an exact batched contraction (JAX). `compute_macs` counts the
+    operator's MACs.
+
+    Args:
+        filters: int, output channels; must be divisible by `secondary_groups`.
+        kernel_size: int or tuple of 2 ints, primary kernel size.
+        strides, padding, data_format, dilation_rate: as `keras.layers.Conv2D`;
+            they apply to the primary convolution.
+        activation: activation applied to the output, or `None`.
+        use_bias: bool, whether to add a bias vector to the output.
+        kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, activity_regularizer, kernel_constraint,
+        bias_constraint: as in `keras.layers.Conv2D`; kernel ones apply to
+            both group convolutions.
+        primary_groups: int `L`, must divide the input channels.
+        secondary_groups: int `M`, or `None` for `filters // primary_groups`
+            (so that `G = filters`); must divide `filters`.
+
+    Returns:
+        A layer mapping `(batch, H, W, C_in)` to `(batch, H', W', filters)`.
+
+    Raises:
+        ValueError: for non-positive sizes, groups that do not divide the
+            channel counts, unknown `padding`/`data_format`, bad input rank.
+
+    Example:
+
+    >>> layer = InterleavedGroupConv2D(64, 3, primary_groups=4, secondary_groups=16)
+    >>> y = layer(keras.ops.ones((1, 16, 16, 64)))
+    >>> layer.count_params() == 9 * 16 * 64 + 4 * 64 + 64  # primary + secondary + bias
+    True
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        padding="same",
+        data_format=None,
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        primary_groups=4,
+        secondary_groups=None,
+        **kwargs,
+    ):
+        super().__init__(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            data_format=data_format,
+            dilation_rate=dilation_rate,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )
+        self.primary_groups = _core.check_positive_int(primary_groups, "primary_groups")
+        self.secondary_groups = _core.check_positive_int(
+            secondary_groups, "secondary_groups", allow_none=True
+        )
+        if self.secondary_groups is None:
+            if self.filters % self.primary_groups:
+                raise ValueError(
+                    "Invalid value for argument `primary_groups`: with "
+                    "`secondary_groups=None` it must divide `filters`. Received: "
+                    f"primary_groups={self.primary_groups}, filters={self.filters}"
+                )
+            self._m = self.filters // self.primary_groups
+        else:
+            self._m = self.secondary_groups
+        if self.filters % self._m:
+            raise ValueError(
+                "Invalid value for argument `secondary_groups`: it must divide "
+                f"`filters`. Received: secondary_groups={self._m}, filters="
+                f"{self.filters}. Allowed: {_core.divisors_message(self.filters)}"
+            )
+
+    @property
+    def width(self):
+        """G = L * M, the number of channels between the two group convs."""
+        return self.primary_groups * self._m
+
+    def _build_kernels(self, input_channels):
+        l, m = self.primary_groups, self._m
+        if input_channels % l:
+            raise ValueError(
+                "Invalid value for argument `primary_groups`: it must divide "
+                f"the number of input channels. Received: primary_groups={l}, "
+                f"input channels={input_channels}. Allowed: "
+                f"{_core.divisors_message(input_channels)}"
+            )
+        kh, kw = self.kernel_size
+        self.primary_kernel = self._add_kernel(
+            "primary_kernel", (kh, kw, input_channels // l, l * m)
+        )
+        self.secondary_kernel = self._add_kernel(
+            "secondary_kernel", (1, 1, l, self.filters)
+        )
+        self._index_maps(input_channels)
+
+    def _index_maps(self, c_in):
+        l, m, n = self.primary_groups, self._m, self.filters
+        f_per = n // m
+        kh, kw = self.kernel_size
+        cg = c_in // l
+        # Secondary with both interleaves folded: S[a*M + j, f*M + j] = W[a, j*F + f].
+        a, j, f = np.meshgrid(np.arange(l), np.arange(m), np.arange(f_per), indexing="ij")
+        secondary = np.full((l * m, n), -1, dtype=np.int64)
+        secondary[a * m + j, f * m + j] = a * n + j * f_per + f
+        self._secondary_map = secondary.reshape(1, 1, l * m, n)
+        # Block-diagonal dense primary kernel.
+        primary = np.full((kh, kw, c_in, l * m), -1, dtype=np.int64)
+        hh, ww, u, g = np.meshgrid(
+            np.arange(kh), np.arange(kw), np.arange(cg), np.arange(l * m), indexing="ij"
+        )
+        primary[hh, ww, (g // m) * cg + u, g] = ((hh * kw + ww) * cg + u) * (l * m) + g
+        self._primary_map = primary
+
+    def _convolve(self, inputs):
+        df = self.data_format
+        y = _core.grouped_conv(
+            inputs, self.primary_kernel, self.primary_groups, **self._conv_kwargs()
+        )
+        if _core.fast_form("interleaved_pointwise") == "contraction":
+            return self._secondary_contraction(y)
+        secondary = _core.gather_from_parts([self.secondary_kernel], self._secondary_map)
+        return _core.conv(y, secondary, data_format=df)
+
+    def _secondary_contraction(self, y):
+        # Exact: out[..., f*M + j] = sum_a y[..., a*M + j] * W[a, j*F + f].
+        l, m, n = self.primary_groups, self._m, self.filters
+        w = ops.reshape(self.secondary_kernel, (l, m, n // m))
+        if self.data_format == "channels_last":
+            shape = ops.shape(y)
+            y = ops.reshape(y, (-1, shape[1], shape[2], l, m))
+            out = ops.einsum("bhwaj,ajf->bhwfj", y, w)
+            return ops.reshape(out, (-1, shape[1], shape[2], n))
+        shape = ops.shape(y)
+        y = ops.reshape(y, (-1, l, m, shape[2], shape[3]))
+        out = ops.einsum("bajhw,ajf->bfjhw", y, w)
+        return ops.reshape(out, (-1, n, shape[2], shape[3]))
+
+    def dense_kernel(self):
+        """The equivalent dense kernel `(kh, kw, C_in, filters)`.
+
+        Returns:
+            A float32 tensor `K` such that the layer (without bias and
+            activation) equals `keras.ops.conv(x, K, strides, padding,
+            dilation_rate)`.
+
+        Raises:
+            ValueError: if the layer is not built.
+        """
+        self._require_built()
+        primary = _core.gather_from_parts([self.primary_kernel], self._primary_map)
+        secondary = _core.gather_from_parts([self.secondary_kernel], self._secondary_map)
+        return self._to_float32(
+            ops.einsum("hwig,go->hwio", primary, ops.reshape(secondary, secondary.shape[2:]))
+        )
+
+    def _macs_per_output_pixel(self, input_channels):
+        kh, kw = self.kernel_size
+        l, m = self.primary_groups, self._m
+        return kh * kw * (input_channels // l) * l * m + l * self.filters
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "primary_groups": self.primary_groups,
+                "secondary_groups": self.secondary_groups,
+            }
+        )
+        return config
