@@ -22,6 +22,9 @@ class EfficientConv2D(keras.layers.Layer):
     every kernel the layer owns.
     """
 
+    # Layers whose biases live in sub-layers set this to False.
+    _owns_bias = True
+
     def __init__(
         self,
         filters,
@@ -90,7 +93,7 @@ class EfficientConv2D(keras.layers.Layer):
         input_channels = _core.check_input_shape(self, input_shape)
         self.compute_output_shape(input_shape)
         self._build_kernels(input_channels)
-        if self.use_bias:
+        if self.use_bias and self._owns_bias:
             self.bias = self.add_weight(
                 name="bias",
                 shape=(self.filters,),
@@ -107,7 +110,7 @@ class EfficientConv2D(keras.layers.Layer):
 
     def call(self, inputs):
         outputs = self._convolve(inputs)
-        if self.use_bias:
+        if self.bias is not None:
             outputs = _core.add_bias(outputs, self.bias, self.data_format)
         if self.activation is not None:
             outputs = self.activation(outputs)

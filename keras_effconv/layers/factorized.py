@@ -1,0 +1,576 @@
+"""Factorized convolution with single intra-channel convolutions (SIC).
+
+Wang, Liu & Foroosh, "Factorized Convolutional Neural Networks" (ICCVW 2017,
+arXiv 1608.04337): depthwise ("intra-channel") convolutions followed by
+linear channel projections, topological subdivisioning of the projection and
+a spatial bottleneck.
+"""
+
+import numpy as np
+
+import keras
+from keras import activations
+from keras import initializers
+from keras import ops
+
+from keras_effconv.layers import _core
+from keras_effconv.layers.base import EfficientConv2D
+
+_DROPPED_CONV_ARGS = ("kernel_size", "strides", "padding", "dilation_rate")
+
+
+def normalize_topology(topology):
+    """Validates `topology` and returns `{"grid": (d1, d2), "window": (c1, c2)}` or None."""
+    if topology is None:
+        return None
+    if isinstance(topology, dict):
+        if set(topology) != {"grid", "window"}:
+            raise ValueError(
+                "Invalid value for argument `topology`: expected None, a dict "
+                "with keys 'grid' and 'window', or a pair (grid, window). "
+                f"Received: topology={topology!r}"
+            )
+        grid, window = topology["grid"], topology["window"]
+    else:
+        try:
+            grid, window = topology
+        except (TypeError, ValueError):
+            raise ValueError(
+                "Invalid value for argument `topology`: expected None, a dict "
+                "with keys 'grid' and 'window', or a pair (grid, window). "
+                f"Received: topology={topology!r}"
+            ) from None
+    grid = _core.normalize_tuple(grid, 2, "grid")
+    window = _core.normalize_tuple(window, 2, "window")
+    _check_window(grid, window)
+    return {"grid": grid, "window": window}
+
+
+def _check_window(grid, window):
+    if window[0] > grid[0] or window[1] > grid[1]:
+        raise ValueError(
+            "Invalid value for argument `window`: each entry must be at most "
+            f"the grid size. Received: window={window}, grid={grid}"
+        )
+
+
+def window_offsets(size):
+    """Offsets of a window of `size` cells around its centre cell."""
+    return range(-((size - 1) // 2), size // 2 + 1)
+
+
+def topological_connections(input_channels, filters, grid, window):
+    """Boolean `(input_channels, filters)` connectivity of a topological projection.
+
+    Channels are laid out on the `d1 x d2` grid in row-major order, with
+    `C_in / (d1 d2)` consecutive input channels (and `filters / (d1 d2)`
+    output channels) per cell. Output `j` connects to every input channel whose
+    cell lies in the `c1 x c2` window around `j`'s cell. The grid wraps around
+    (torus boundary), so every output has exactly `c1 c2 C_in / (d1 d2)`
+    inputs and the cost drops by exactly `(d1 d2) / (c1 c2)`.
+    """
+    d1, d2 = grid
+    cells = d1 * d2
+    s_in, s_out = input_channels // cells, filters // cells
+    connected = np.zeros((input_channels, filters), dtype=bool)
+    for j in range(filters):
+        p, q = divmod(j // s_out, d2)
+        for a in window_offsets(window[0]):
+            for b in window_offsets(window[1]):
+                cell = ((p + a) % d1) * d2 + (q + b) % d2
+                connected[cell * s_in : (cell + 1) * s_in, j] = True
+    return connected
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class TopologicalProjection(EfficientConv2D):
+    """Topologically subdivided 1x1 channel projection (SIC paper, Sec. 3.2).
+
+    Channels sit on a `d1 x d2` grid (row-major, `C_in / (d1 d2)` consecutive
+    channels per cell; likewise for the outputs). Output channel `j` is
+    connected only to the input channels in the `c1 x c2` window of cells
+    around its own cell; the grid wraps around at its borders (torus), so
+    each output has exactly `c1 c2 C_in / (d1 d2)` inputs and params and MACs
+    drop by `(d1 d2) / (c1 c2)` against a dense 1x1 projection. Window
+    offsets run from `-floor((c-1)/2)` to `floor(c/2)`.
+
+    Only the connected weights exist (`kernel` has shape
+    `(1, 1, c1 c2 C_in / (d1 d2), filters)`, rows in ascending input-channel
+    order). The layer runs as one dense 1x1 matmul with the structural zeros
+    filled in, which is fastest on CPUs; `compute_macs` counts the connected
+    multiply-accumulates only.
+
+    Args:
+        filters: int, output channels; must be a multiple of `d1 * d2`.
+        grid: tuple `(d1, d2)`; `d1 * d2` must divide the input channels.
+        window: tuple `(c1, c2)` with `c1 <= d1` and `c2 <= d2`.
+        data_format: `"channels_last"`, `"channels_first"` or `None`.
+        activation: activation applied to the output, or `None`.
+        use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, activity_regularizer, kernel_constraint,
+        bias_constraint: as in `keras.layers.Conv2D`.
+
+    Returns:
+        A layer mapping `(batch, H, W, C_in)` to `(batch, H, W, filters)`.
+
+    Raises:
+        ValueError: if the grid does not divide the channel counts, the window
+            is larger than the grid, a size is not positive, or the input is
+            not rank 4 with known channels.
+
+    Example:
+
+    >>> proj = TopologicalProjection(64, grid=(8, 8), window=(3, 3))
+    >>> y = proj(keras.ops.ones((1, 4, 4, 64)))
+    >>> proj.count_params() == 64 * 64 * 9 // 64 + 64
+    True
+    """
+
+    def __init__(
+        self,
+        filters,
+        grid=(4, 4),
+        window=(3, 3),
+        data_format=None,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(
+            filters,
+            1,
+            data_format=data_format,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )
+        self.grid = _core.normalize_tuple(grid, 2, "grid")
+        self.window = _core.normalize_tuple(window, 2, "window")
+        _check_window(self.grid, self.window)
+        cells = self.grid[0] * self.grid[1]
+        if self.filters % cells:
+            raise ValueError(
+                "Invalid value for argument `filters`: it must be a multiple "
+                f"of d1 * d2 = {cells} for grid={self.grid}. Received: "
+                f"filters={self.filters}"
+            )
+
+    def _build_kernels(self, input_channels):
+        cells = self.grid[0] * self.grid[1]
+        if input_channels % cells:
+            raise ValueError(
+                "Invalid value for argument `grid`: d1 * d2 must divide the "
+                f"number of input channels. Received: grid={self.grid} "
+                f"(d1 * d2 = {cells}), input channels={input_channels}"
+            )
+        connected = topological_connections(
+            input_channels, self.filters, self.grid, self.window
+        )
+        rows = int(connected[:, 0].sum())
+        self.kernel = self._add_kernel("kernel", (1, 1, rows, self.filters))
+        rank = np.cumsum(connected, axis=0) - 1
+        cols = np.broadcast_to(np.arange(self.filters), connected.shape)
+        self._dense_map = np.where(connected, rank * self.filters + cols, -1).reshape(
+            1, 1, input_channels, self.filters
+        )
+        self.connectivity = connected
+
+    def _convolve(self, inputs):
+        return _core.conv(inputs, self.dense_kernel(), data_format=self.data_format)
+
+    def dense_kernel(self):
+        """The equivalent dense `(1, 1, C_in, filters)` kernel (zeros where unconnected).
+
+        Returns:
+            A tensor in the layer's compute dtype inside `call`, float32 outside.
+
+        Raises:
+            ValueError: if the layer is not built.
+        """
+        self._require_built()
+        return _core.gather_from_parts([self.kernel], self._dense_map)
+
+    def _macs_per_output_pixel(self, input_channels):
+        cells = self.grid[0] * self.grid[1]
+        return self.window[0] * self.window[1] * (input_channels // cells) * self.filters
+
+    def get_config(self):
+        config = super().get_config()
+        for name in _DROPPED_CONV_ARGS:
+            config.pop(name)
+        config.update({"grid": self.grid, "window": self.window})
+        return config
+
+
+def _projection(filters, topology, layer, name, input_channels, use_bias):
+    """A built 1x1 projection sub-layer: dense, or topological with `topology`."""
+    common = dict(
+        data_format=layer.data_format,
+        use_bias=use_bias,
+        kernel_initializer=layer.kernel_initializer,
+        bias_initializer=layer.bias_initializer,
+        kernel_regularizer=layer.kernel_regularizer,
+        bias_regularizer=layer.bias_regularizer,
+        kernel_constraint=layer.kernel_constraint,
+        bias_constraint=layer.bias_constraint,
+        dtype=layer.dtype_policy,
+        name=name,
+    )
+    if topology is None:
+        projection = keras.layers.Conv2D(filters, 1, **common)
+    else:
+        projection = TopologicalProjection(
+            filters, topology["grid"], topology["window"], **common
+        )
+    if layer.data_format == "channels_last":
+        projection.build((None, None, None, input_channels))
+    else:
+        projection.build((None, input_channels, None, None))
+    return projection
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class SpatialBottleneck(EfficientConv2D):
+    """SIC spatial bottleneck: work at half resolution, return at full resolution.
+
+    `depthwise k x k, stride 2 ("same")` -> `1x1 projection` (dense, or
+    topological with `topology`) at half resolution -> per-channel stride-2
+    transposed convolution with a `2 x 2` kernel back to full resolution,
+    cropped to the input's height and width (so odd sizes are returned
+    unchanged). The transposed convolution is written as a per-channel scale
+    followed by `depth_to_space`, which exports to TFLite builtins (Keras'
+    `Conv2DTranspose` has no groups).
+
+    Args:
+        filters: int, output channels.
+        kernel_size: int or tuple of 2 ints, depthwise kernel size.
+        data_format: `"channels_last"`, `"channels_first"` or `None`.
+        activation: activation applied to the output, or `None`.
+        use_bias: bool; adds one bias per output channel at the end.
+        kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, activity_regularizer, kernel_constraint,
+        bias_constraint: as in `keras.layers.Conv2D`.
+        topology: None or `{"grid": (d1, d2), "window": (c1, c2)}` for a
+            `TopologicalProjection`.
+
+    Returns:
+        A layer mapping `(batch, H, W, C_in)` to `(batch, H, W, filters)`.
+
+    Raises:
+        ValueError: for non-positive sizes, a bad `topology`, unknown
+            `data_format`, or a non rank-4 input.
+
+    Example:
+
+    >>> layer = SpatialBottleneck(32, 3)
+    >>> tuple(layer(keras.ops.ones((1, 15, 16, 32))).shape)
+    (1, 15, 16, 32)
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        data_format=None,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        topology=None,
+        **kwargs,
+    ):
+        super().__init__(
+            filters,
+            kernel_size,
+            data_format=data_format,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )
+        self.topology = normalize_topology(topology)
+
+    def _build_kernels(self, input_channels):
+        kh, kw = self.kernel_size
+        self.depthwise_kernel = self._add_kernel("depthwise_kernel", (kh, kw, input_channels, 1))
+        # The bias is added once, after upsampling, by the base class.
+        self.projection = _projection(
+            self.filters, self.topology, self, "projection", input_channels, use_bias=False
+        )
+        self.upsample_kernel = self._add_kernel(
+            "upsample_kernel", (2, 2, self.filters), initializer=initializers.Ones()
+        )
+
+    def _half_shape(self, input_shape):
+        spatial = _core.spatial_dims(input_shape, self.data_format)
+        half = tuple(None if s is None else _core.ceil_div(s, 2) for s in spatial)
+        channels = input_shape[-1] if self.data_format == "channels_last" else input_shape[1]
+        return _core.with_spatial_and_channels(input_shape, half, channels, self.data_format)
+
+    def _convolve(self, inputs):
+        df = self.data_format
+        y = _core.depthwise_conv(inputs, self.depthwise_kernel, strides=2, padding="same", data_format=df)
+        y = self.projection(y)
+        # Per-channel 2x2 stride-2 transposed conv == scale 4 copies + depth_to_space
+        # (block position (a, b) is depth block a * 2 + b).
+        scale = ops.reshape(self.upsample_kernel, (4 * self.filters,))
+        if df == "channels_first":
+            scale = ops.reshape(scale, (1, 4 * self.filters, 1, 1))
+            y = ops.tile(y, (1, 4, 1, 1)) * scale
+        else:
+            y = ops.tile(y, (1, 1, 1, 4)) * scale
+        y = ops.depth_to_space(y, 2, data_format=df)
+        height, width = _core.spatial_dims(inputs.shape, df)
+        if height is None or width is None:
+            shape = ops.shape(inputs)
+            height, width = _core.spatial_dims(shape, df)
+        if df == "channels_last":
+            return y[:, :height, :width, :]
+        return y[:, :, :height, :width]
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 4:
+            _core.check_input_shape(self, input_shape)
+        spatial = _core.spatial_dims(input_shape, self.data_format)
+        return _core.with_spatial_and_channels(input_shape, spatial, self.filters, self.data_format)
+
+    def _macs_for(self, input_channels, out_h, out_w, input_shape):
+        kh, kw = self.kernel_size
+        half = _core.spatial_dims(self._half_shape(input_shape), self.data_format)
+        low = half[0] * half[1]
+        projection = self.filters * input_channels
+        if self.topology is not None:
+            (d1, d2), (c1, c2) = self.topology["grid"], self.topology["window"]
+            projection = projection * c1 * c2 // (d1 * d2)
+        return low * (kh * kw * input_channels + projection) + out_h * out_w * self.filters
+
+    def get_config(self):
+        config = super().get_config()
+        for name in _DROPPED_CONV_ARGS[1:]:
+            config.pop(name)
+        config["topology"] = self.topology
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class FactorizedConv2D(EfficientConv2D):
+    """Factorized convolution from single intra-channel (SIC) units.
+
+    One SIC unit: depthwise `k x k` convolution (one kernel per channel) ->
+    linear `1 x 1` channel projection (+ bias) -> `+ input` when the shapes
+    match -> `activation`. `num_units` units run one after another; the first
+    carries the layer's strides, padding and dilation and the change from
+    `C_in` to `filters` channels, the others use stride 1 and `"same"`.
+
+    With `topology={"grid": (d1, d2), "window": (c1, c2)}` every projection is
+    a `TopologicalProjection`. With `spatial_bottleneck=True` every unit of
+    stride 1 and `"same"` padding replaces its depthwise conv + projection by a
+    `SpatialBottleneck` (stride-2 depthwise, projection at half resolution,
+    per-channel transposed conv back); a strided first unit stays regular.
+
+    Note: `activation` (default `None`, as in `Conv2D`) ends every unit; pass
+    `activation="relu"` for the paper's units.
+
+    Args:
+        filters: int, output channels.
+        kernel_size, strides, padding, data_format, dilation_rate, use_bias,
+        kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, activity_regularizer, kernel_constraint,
+        bias_constraint: as in `keras.layers.Conv2D`.
+        activation: activation at the end of every unit, or `None`.
+        num_units: int >= 1, number of SIC units.
+        topology: None, or `{"grid": (d1, d2), "window": (c1, c2)}` (or the
+            pair `(grid, window)`) for topological subdivisioning.
+        spatial_bottleneck: bool, use the spatial bottleneck structure.
+
+    Returns:
+        A layer mapping `(batch, H, W, C_in)` to `(batch, H', W', filters)`.
+
+    Raises:
+        ValueError: for non-positive sizes, a bad `topology`, `num_units < 1`,
+            unknown `padding`/`data_format`, or a non rank-4 input.
+
+    Example:
+
+    >>> layer = FactorizedConv2D(64, 3, num_units=2, activation="relu")
+    >>> tuple(layer(keras.ops.ones((2, 16, 16, 32))).shape)
+    (2, 16, 16, 64)
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        padding="same",
+        data_format=None,
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        num_units=2,
+        topology=None,
+        spatial_bottleneck=False,
+        **kwargs,
+    ):
+        super().__init__(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            data_format=data_format,
+            dilation_rate=dilation_rate,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )
+        self.num_units = _core.check_positive_int(num_units, "num_units")
+        self.topology = normalize_topology(topology)
+        self.spatial_bottleneck = bool(spatial_bottleneck)
+
+    def _unit_plan(self, input_channels):
+        """Per unit: (input channels, strided?, bottleneck?, residual?)."""
+        plan = []
+        for u in range(self.num_units):
+            c = input_channels if u == 0 else self.filters
+            first = u == 0
+            regular_geometry = not first or (self.strides == (1, 1) and self.padding == "same")
+            bottleneck = self.spatial_bottleneck and regular_geometry
+            residual = c == self.filters and regular_geometry
+            plan.append((c, first, bottleneck, residual))
+        return plan
+
+    _owns_bias = False  # each unit's projection carries its bias
+
+    def _build_kernels(self, input_channels):
+        kh, kw = self.kernel_size
+        self._plan = self._unit_plan(input_channels)
+        # Per unit: a SpatialBottleneck, or a depthwise kernel + projection layer.
+        self.unit_blocks = []
+        self._unit_depthwise = []
+        for u, (c, first, bottleneck, _) in enumerate(self._plan):
+            if bottleneck:
+                block = SpatialBottleneck(
+                    self.filters,
+                    self.kernel_size,
+                    data_format=self.data_format,
+                    use_bias=self.use_bias,
+                    kernel_initializer=self.kernel_initializer,
+                    bias_initializer=self.bias_initializer,
+                    kernel_regularizer=self.kernel_regularizer,
+                    bias_regularizer=self.bias_regularizer,
+                    kernel_constraint=self.kernel_constraint,
+                    bias_constraint=self.bias_constraint,
+                    topology=self.topology,
+                    dtype=self.dtype_policy,
+                    name=f"unit_{u}_bottleneck",
+                )
+                shape = (None, None, None, c) if self.data_format == "channels_last" else (None, c, None, None)
+                block.build(shape)
+                self.unit_blocks.append(block)
+                self._unit_depthwise.append(None)
+            else:
+                self._unit_depthwise.append(
+                    self._add_kernel(f"unit_{u}_depthwise_kernel", (kh, kw, c, 1))
+                )
+                self.unit_blocks.append(
+                    _projection(
+                        self.filters, self.topology, self, f"unit_{u}_projection", c,
+                        use_bias=self.use_bias,
+                    )
+                )
+
+    def call(self, inputs):
+        x = inputs
+        inner = dict(
+            strides=1, padding="same", dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+        for (c, first, bottleneck, residual), block, depthwise in zip(
+            self._plan, self.unit_blocks, self._unit_depthwise
+        ):
+            if bottleneck:
+                y = block(x)
+            else:
+                kwargs = self._conv_kwargs() if first else inner
+                y = block(_core.depthwise_conv(x, depthwise, **kwargs))
+            if residual:
+                y = y + x
+            if self.activation is not None:
+                y = self.activation(y)
+            x = y
+        return x
+
+    def _macs_for(self, input_channels, out_h, out_w, input_shape):
+        kh, kw = self.kernel_size
+        plan = self._plan if self.built else self._unit_plan(input_channels)
+        total = 0
+        for u, (c, first, bottleneck, _) in enumerate(plan):
+            if bottleneck:
+                shape = input_shape if first else _core.with_spatial_and_channels(
+                    input_shape, (out_h, out_w), c, self.data_format
+                )
+                total += self._bottleneck_macs(c, shape)
+                continue
+            projection = c * self.filters
+            if self.topology is not None:
+                (d1, d2), (c1, c2) = self.topology["grid"], self.topology["window"]
+                projection = projection * c1 * c2 // (d1 * d2)
+            total += out_h * out_w * (kh * kw * c + projection)
+        return total
+
+    def _bottleneck_macs(self, channels, input_shape):
+        probe = SpatialBottleneck(
+            self.filters, self.kernel_size, data_format=self.data_format, topology=self.topology
+        )
+        return probe.compute_macs(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_units": self.num_units,
+                "topology": self.topology,
+                "spatial_bottleneck": self.spatial_bottleneck,
+            }
+        )
+        return config
