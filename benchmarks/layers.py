@@ -1,0 +1,601 @@
+"""Layer benchmark: keras_effconv's efficient convolutions against Keras' Conv2D.
+
+What it measures
+----------------
+For two configurations (input 56x56x64 and 14x14x256, batch 8,
+``C_in = C_out = C``, kernel 3, stride 1, ``"same"`` padding) it compares
+these layers against the baseline ``keras.layers.Conv2D(C, 3, padding="same")``:
+
+- ``HetConv2D(C, 3, part=4)``
+- ``InterleavedGroupConv2D(C, 3, primary_groups=4)`` (secondary_groups default)
+- ``CompConv2D(C, 3)`` (depth "auto")
+- ``FactorizedConv2D(C, 3, num_units=2, activation="relu")``
+- ``FactorizedConv2D(C, 3, num_units=1)``
+- ``keras.layers.SeparableConv2D(C, 3, padding="same")`` (reference point)
+
+For each layer it reports:
+
+- params: ``layer.count_params()`` (biases included, for every layer);
+- MACs for ONE sample (1 MAC = 2 FLOPs; bias and activations excluded):
+  ``layer.compute_macs(input_shape)`` for keras_effconv layers, and
+  analytically for Keras' own layers (Conv2D ``H*W*9*C*C``,
+  SeparableConv2D ``H*W*(9*C + C*C)``);
+- the median wall time (ms, whole batch of 8) of
+  - "fwd": the forward pass, and
+  - "fwd+bwd": the forward pass plus the gradient of ``sum(output**2)`` with
+    respect to the layer's trainable weights (one training step's gradient
+    computation, no optimizer update),
+  in two modes, using each backend's native mechanism:
+
+  ============  ================================  ==============================
+  backend       non-XLA                           XLA
+  ============  ================================  ==============================
+  tensorflow    ``tf.function(jit_compile=False)`` ``tf.function(jit_compile=True)``
+                + ``tf.GradientTape``               + ``tf.GradientTape``
+  jax           n/a (JAX always compiles with XLA) ``jax.jit`` over
+                                                    ``layer.stateless_call``;
+                                                    ``jax.grad`` for fwd+bwd
+  torch         eager (fwd under ``torch.no_grad``, n/a
+                fwd+bwd with ``torch.autograd.grad``)
+  ============  ================================  ==============================
+
+- ratios measured IN THE SAME RUN against the Conv2D baseline on the same
+  backend: params ratio and MACs ratio (layer / Conv2D; < 1 is cheaper), and
+  speedups ``t_Conv2D / t_layer`` (> 1 is faster than Conv2D).
+
+Warm-up calls (tracing / compilation) are excluded. Repetitions are taken
+round-robin over the layers of one configuration and mode (repetition 1 of
+every layer, then repetition 2, ...), so that load changes on the machine hit
+the baseline and the other layers alike; the median of ``--repeats`` timings
+is reported. Fewer MACs do not make a layer faster by themselves: read the
+speedup columns, and compare them only within one results file.
+
+How to run
+----------
+One backend per process (the backend is chosen by ``KERAS_BACKEND``)::
+
+    KERAS_BACKEND=tensorflow python benchmarks/layers.py
+    KERAS_BACKEND=jax python benchmarks/layers.py
+    KERAS_BACKEND=torch python benchmarks/layers.py
+
+    # smoke test: 14x14x256 only, 2 repeats, 1 warm-up call
+    KERAS_BACKEND=jax python benchmarks/layers.py --quick
+
+Flags: ``--repeats N`` (default 10), ``--warmup N`` (default 3), ``--batch N``
+(default 8), ``--quick``, ``--out DIR`` (default ``benchmarks/results``).
+The table (with a header of versions, CPU count and date) is printed and
+saved to ``<out>/layers_<backend>.md`` (``layers_<backend>_quick.md`` for
+``--quick`` runs, so a smoke test never overwrites full results). The exit
+status is 1 if any measurement failed (its cells then read "error").
+
+Run backends one after another, not in parallel, on an otherwise idle
+machine: the numbers are only meaningful relative to the Conv2D baseline of
+the same run.
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+import keras
+
+import keras_effconv
+from keras_effconv.layers import CompConv2D
+from keras_effconv.layers import FactorizedConv2D
+from keras_effconv.layers import HetConv2D
+from keras_effconv.layers import InterleavedGroupConv2D
+
+CONFIGS = [(56, 56, 64), (14, 14, 256)]  # (H, W, C), C_in = C_out = C
+QUICK_CONFIGS = [(14, 14, 256)]
+KERNEL = 3
+BASELINE = "Conv2D (baseline)"
+MODES = ("non_xla", "xla")
+KINDS = ("fwd", "fwd_bwd")
+NA = "n/a"
+ERROR = "error"
+
+
+# ----------------------------------------------------------------------------
+# Layers under test
+# ----------------------------------------------------------------------------
+
+
+def _conv2d_macs(h, w, c):
+    return h * w * KERNEL * KERNEL * c * c
+
+
+def _separable_macs(h, w, c):
+    return h * w * (KERNEL * KERNEL * c + c * c)
+
+
+def layer_specs():
+    """(label, factory(C) -> layer, macs(layer, (H, W, C)) -> int)."""
+
+    def ours(layer, shape):
+        return int(layer.compute_macs(shape))
+
+    return [
+        (
+            BASELINE,
+            lambda c: keras.layers.Conv2D(c, KERNEL, padding="same"),
+            lambda layer, s: _conv2d_macs(*s),
+        ),
+        ("HetConv2D(part=4)", lambda c: HetConv2D(c, KERNEL, part=4), ours),
+        (
+            "InterleavedGroupConv2D(primary_groups=4)",
+            lambda c: InterleavedGroupConv2D(c, KERNEL, primary_groups=4),
+            ours,
+        ),
+        ("CompConv2D(depth=auto)", lambda c: CompConv2D(c, KERNEL), ours),
+        (
+            "FactorizedConv2D(num_units=2, relu)",
+            lambda c: FactorizedConv2D(c, KERNEL, num_units=2, activation="relu"),
+            ours,
+        ),
+        (
+            "FactorizedConv2D(num_units=1)",
+            lambda c: FactorizedConv2D(c, KERNEL, num_units=1),
+            ours,
+        ),
+        (
+            "SeparableConv2D (keras, reference)",
+            lambda c: keras.layers.SeparableConv2D(c, KERNEL, padding="same"),
+            lambda layer, s: _separable_macs(*s),
+        ),
+    ]
+
+
+# ----------------------------------------------------------------------------
+# Backend-specific runners: make_runners(layer, x) -> {mode: {kind: fn or None}}
+# Every fn runs one call to completion (synchronised) and returns nothing.
+# ----------------------------------------------------------------------------
+
+
+def _tensorflow_runners(layer, x):
+    import tensorflow as tf
+
+    sync = getattr(getattr(tf.test, "experimental", None), "sync_devices", None)
+
+    def fwd(inputs):
+        return layer(inputs)
+
+    def fwd_bwd(inputs):
+        with tf.GradientTape() as tape:
+            y = layer(inputs)
+            loss = tf.reduce_sum(tf.square(y))
+        return tape.gradient(loss, layer.trainable_variables)
+
+    def timed(fn):
+        def run():
+            fn(x)
+            if sync is not None:
+                sync()
+
+        return run
+
+    runners = {}
+    for mode, jit in (("non_xla", False), ("xla", True)):
+        runners[mode] = {
+            "fwd": timed(tf.function(fwd, jit_compile=jit)),
+            "fwd_bwd": timed(tf.function(fwd_bwd, jit_compile=jit)),
+        }
+    return runners
+
+
+def _jax_runners(layer, x):
+    import jax
+    import jax.numpy as jnp
+
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    def fwd(tv, ntv, inputs):
+        return layer.stateless_call(tv, ntv, inputs)[0]
+
+    def loss(tv, ntv, inputs):
+        return jnp.sum(jnp.square(fwd(tv, ntv, inputs)))
+
+    fwd_jit = jax.jit(fwd)
+    grad_jit = jax.jit(jax.grad(loss))
+
+    def timed(fn):
+        def run():
+            jax.block_until_ready(fn(trainable, non_trainable, x))
+
+        return run
+
+    return {
+        "non_xla": {"fwd": None, "fwd_bwd": None},
+        "xla": {"fwd": timed(fwd_jit), "fwd_bwd": timed(grad_jit)},
+    }
+
+
+def _torch_runners(layer, x):
+    import torch
+
+    params = [v.value for v in layer.trainable_variables]
+    cuda = x.is_cuda
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def fwd():
+        with torch.no_grad():
+            layer(x)
+        sync()
+
+    def fwd_bwd():
+        y = layer(x)
+        loss = torch.sum(torch.square(y))
+        torch.autograd.grad(loss, params)
+        sync()
+
+    return {
+        "non_xla": {"fwd": fwd, "fwd_bwd": fwd_bwd},
+        "xla": {"fwd": None, "fwd_bwd": None},
+    }
+
+
+RUNNERS = {
+    "tensorflow": _tensorflow_runners,
+    "jax": _jax_runners,
+    "torch": _torch_runners,
+}
+
+MODE_LABELS = {
+    "tensorflow": {
+        "non_xla": "tf.function(jit_compile=False)",
+        "xla": "tf.function(jit_compile=True)",
+    },
+    "jax": {
+        "non_xla": "n/a (JAX always compiles with XLA)",
+        "xla": "jax.jit over layer.stateless_call (jax.grad for fwd+bwd)",
+    },
+    "torch": {
+        "non_xla": "eager (fwd under torch.no_grad, fwd+bwd with torch.autograd.grad)",
+        "xla": "n/a",
+    },
+}
+
+
+# ----------------------------------------------------------------------------
+# Measurement
+# ----------------------------------------------------------------------------
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def benchmark_config(shape, specs, make_runners, batch, repeats, warmup):
+    """Returns one row dict per layer for input shape (H, W, C)."""
+    h, w, c = shape
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((batch, h, w, c)).astype("float32")
+    x = keras.ops.convert_to_tensor(x_np)
+
+    rows = []
+    for label, factory, macs_fn in specs:
+        row = {"label": label, "shape": shape, "times": {}, "errors": []}
+        rows.append(row)
+        try:
+            keras.utils.set_random_seed(0)
+            layer = factory(c)
+            y = layer(x)  # builds the layer (eagerly)
+            if tuple(y.shape) != (batch, h, w, c):
+                raise ValueError(
+                    f"unexpected output shape {tuple(y.shape)}, "
+                    f"expected {(batch, h, w, c)}"
+                )
+            row["params"] = int(layer.count_params())
+            row["macs"] = int(macs_fn(layer, shape))
+            row["runners"] = make_runners(layer, x)
+        except Exception:
+            row["errors"].append(f"{label} setup:\n{traceback.format_exc()}")
+            log(f"  ERROR setting up {label}:\n{traceback.format_exc()}")
+            row["runners"] = None
+
+    for mode in MODES:
+        for kind in KINDS:
+            active = []
+            for row in rows:
+                fn = row["runners"][mode][kind] if row["runners"] else None
+                if row["runners"] is None:
+                    row["times"][(mode, kind)] = ERROR
+                    continue
+                if fn is None:
+                    row["times"][(mode, kind)] = NA
+                    continue
+                log(f"  {h}x{w}x{c} {mode:7s} {kind:7s} warm-up {row['label']}")
+                try:
+                    for _ in range(warmup):
+                        fn()
+                except Exception:
+                    msg = f"{row['label']} {mode} {kind}:\n{traceback.format_exc()}"
+                    row["errors"].append(msg)
+                    log(f"  ERROR {msg}")
+                    row["times"][(mode, kind)] = ERROR
+                    continue
+                row["times"][(mode, kind)] = []
+                active.append((row, fn))
+            if not active:
+                continue
+            log(f"  {h}x{w}x{c} {mode:7s} {kind:7s} timing {repeats} rounds")
+            for _ in range(repeats):
+                for row, fn in active:
+                    if row["times"][(mode, kind)] == ERROR:
+                        continue
+                    try:
+                        start = time.perf_counter()
+                        fn()
+                        row["times"][(mode, kind)].append(
+                            (time.perf_counter() - start) * 1e3
+                        )
+                    except Exception:
+                        msg = f"{row['label']} {mode} {kind}:\n{traceback.format_exc()}"
+                        row["errors"].append(msg)
+                        log(f"  ERROR {msg}")
+                        row["times"][(mode, kind)] = ERROR
+            for row, _ in active:
+                samples = row["times"][(mode, kind)]
+                if samples != ERROR:
+                    row["times"][(mode, kind)] = statistics.median(samples)
+    for row in rows:
+        row.pop("runners", None)
+    return rows
+
+
+# ----------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_info():
+    total = os.cpu_count()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = total
+    text = f"{total} (usable by this process: {usable})"
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    if not model:
+        model = platform.processor() or platform.machine()
+    return f"{text}, {model}"
+
+
+def header(backend, args, configs):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lines = [
+        f"# keras_effconv layer benchmark ({backend})",
+        "",
+        f"- date: {now.strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        f"- backend: {backend}",
+        f"- keras {keras.__version__}, keras_effconv {keras_effconv.__version__}, "
+        f"tensorflow {_version('tensorflow')}, jax {_version('jax')}, "
+        f"torch {_version('torch')}, numpy {np.__version__}, "
+        f"python {platform.python_version()}",
+        f"- platform: {platform.platform()}",
+        f"- CPUs: {_cpu_info()}",
+    ]
+    if backend == "torch":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        lines.append(
+            f"- torch device: {device}, torch.get_num_threads(): "
+            f"{torch.get_num_threads()}"
+        )
+    elif backend == "jax":
+        import jax
+
+        lines.append(f"- jax devices: {', '.join(str(d) for d in jax.devices())}")
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        lines.append(f"- tensorflow GPUs: {len(gpus)}")
+    shapes = ", ".join(f"{h}x{w}x{c}" for h, w, c in configs)
+    lines += [
+        f"- inputs (HxWxC, C_in = C_out): {shapes}; batch {args.batch}; kernel "
+        f"{KERNEL}, stride 1, padding same, float32, channels_last",
+        f"- timing: median of {args.repeats} repetitions (round-robin over "
+        f"layers), {args.warmup} warm-up call(s) excluded"
+        + (" [--quick]" if args.quick else ""),
+        f"- non-XLA mode: {MODE_LABELS[backend]['non_xla']}",
+        f"- XLA mode: {MODE_LABELS[backend]['xla']}",
+        "",
+        "params: `count_params()` (biases included). MACs: multiply-accumulates "
+        "for ONE sample, in millions (1 MAC = 2 FLOPs), bias and activations "
+        "excluded; `compute_macs()` for keras_effconv layers, analytic for "
+        "Keras' Conv2D (H·W·9·C²) and SeparableConv2D (H·W·(9·C + C²)). "
+        "Times: ms for the whole batch. Ratios are layer / Conv2D (lower = "
+        "cheaper); speedups are t_Conv2D / t_layer (higher = faster), "
+        "measured in this run on this backend. fwd+bwd = forward + gradient of "
+        "sum(output²) w.r.t. the layer's trainable weights.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt_ms(value):
+    if isinstance(value, str):
+        return value
+    return f"{value:.3f}" if value < 10 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
+
+
+def _speedup(base, value):
+    if isinstance(base, str) or isinstance(value, str) or value <= 0:
+        return NA if NA in (base, value) else ERROR
+    return f"{base / value:.2f}×"
+
+
+def _ratio(value, base):
+    if value is None or base in (None, 0):
+        return ERROR
+    return f"{value / base:.3f}"
+
+
+def table(all_rows):
+    columns = [
+        "input",
+        "layer",
+        "params",
+        "params ratio",
+        "MACs (M)",
+        "MACs ratio",
+        "fwd ms (non-XLA)",
+        "fwd speedup (non-XLA)",
+        "fwd+bwd ms (non-XLA)",
+        "fwd+bwd speedup (non-XLA)",
+        "fwd ms (XLA)",
+        "fwd speedup (XLA)",
+        "fwd+bwd ms (XLA)",
+        "fwd+bwd speedup (XLA)",
+    ]
+    align = ["---", "---"] + ["---:"] * (len(columns) - 2)
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join(align) + "|",
+    ]
+    for rows in all_rows:
+        base = rows[0]
+        assert base["label"] == BASELINE
+        for row in rows:
+            h, w, c = row["shape"]
+            params = row.get("params")
+            macs = row.get("macs")
+            cells = [
+                f"{h}x{w}x{c}",
+                row["label"],
+                f"{params:,}" if params is not None else ERROR,
+                _ratio(params, base.get("params")),
+                f"{macs / 1e6:.2f}" if macs is not None else ERROR,
+                _ratio(macs, base.get("macs")),
+            ]
+            for mode in MODES:
+                for kind in KINDS:
+                    t = row["times"].get((mode, kind), ERROR)
+                    cells.append(_fmt_ms(t))
+                    cells.append(_speedup(base["times"].get((mode, kind), ERROR), t))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save(text, out_dir, filename):
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, filename)
+    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=(
+            "Benchmark keras_effconv layers against keras.layers.Conv2D on the "
+            "current Keras backend (set KERAS_BACKEND=tensorflow|jax|torch)."
+        )
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None,
+        help="timed repetitions per measurement; the median is reported "
+        "(default 10, or 2 with --quick)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None,
+        help="untimed warm-up calls per measurement (default 3, or 1 with --quick)",
+    )
+    parser.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke test: only the 14x14x256 configuration, 2 repeats, "
+        "1 warm-up call; saved as layers_<backend>_quick.md",
+    )
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+        help="directory for the results file (default benchmarks/results)",
+    )
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 10
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 3
+    for name in ("repeats", "batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be >= 0, got {args.warmup}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    backend = keras.backend.backend()
+    if backend not in RUNNERS:
+        sys.exit(
+            f"Unsupported Keras backend {backend!r}: set KERAS_BACKEND to "
+            "tensorflow, jax or torch."
+        )
+    keras.config.set_image_data_format("channels_last")
+    keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy("float32")
+
+    configs = QUICK_CONFIGS if args.quick else CONFIGS
+    specs = layer_specs()
+    all_rows = []
+    for shape in configs:
+        log(f"[{backend}] input {shape[0]}x{shape[1]}x{shape[2]}, batch {args.batch}")
+        all_rows.append(
+            benchmark_config(
+                shape, specs, RUNNERS[backend], args.batch, args.repeats, args.warmup
+            )
+        )
+
+    text = header(backend, args, configs) + "\n" + table(all_rows)
+    errors = [e for rows in all_rows for row in rows for e in row["errors"]]
+    if errors:
+        text += (
+            f"\n{len(errors)} measurement(s) failed (cells marked '{ERROR}'); "
+            "see stderr of the run.\n"
+        )
+    print(text)
+    filename = f"layers_{backend}{'_quick' if args.quick else ''}.md"
+    path = save(text, args.out, filename)
+    log(f"saved {path}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+
+import keras
+from keras import ops
+
+import reference
+from conftest import assert_close, randomize
+from keras_effconv.layers import HetConv2D
+
+
+def paper_kernel(layer, c_in):
+    """Dense HetConv kernel built from the paper's rule and the documented weight layout.
+
+    Filter j: k x k kernel on channels i with (i - j) mod P == 0, a 1x1 kernel
+    (at the window centre) on every other channel.
+    """
+    p, n = layer.part, layer.filters
+    kh, kw = layer.kernel_size
+    kxk = reference.to_numpy(layer.kernel)  # (kh, kw, c_in/P, n), class-ordered
+    pw = reference.to_numpy(layer.pointwise_kernel)[0, 0] if p > 1 else None
+    ng = n // p
+    dense = np.zeros((kh, kw, c_in, n))
+    for j in range(n):
+        r, t = j % p, j // p
+        column = r * ng + t
+        free = [i for i in range(c_in) if (i - j) % p]
+        for i in range(c_in):
+            if (i - j) % p == 0:
+                dense[:, :, i, j] = kxk[:, :, (i - r) // p, column]
+            else:
+                dense[kh // 2, kw // 2, i, j] = pw[free.index(i), j]
+    return dense
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("part", [1, 2, 4])
+def test_matches_dense_conv_and_paper_rule(rng, strides, padding, part):
+    c_in, n = 8, 12
+    layer = HetConv2D(n, 3, strides=strides, padding=padding, part=part, use_bias=False)
+    x = rng.standard_normal((2, 9, 10, c_in)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    dense = reference.to_numpy(layer.dense_kernel())
+    expected_kernel = paper_kernel(layer, c_in)
+    assert_close(dense, expected_kernel, atol=0)
+    # Zero pattern straight from the rule, independent of the weights.
+    for i in range(c_in):
+        for j in range(n):
+            taps = np.count_nonzero(dense[:, :, i, j])
+            assert taps == (9 if (i - j) % part == 0 else 1)
+    y = reference.to_numpy(layer(x))
+    ref = reference.conv2d(x, expected_kernel, (strides,) * 2, padding)
+    assert_close(y, ref)
+    keras_ref = reference.to_numpy(
+        ops.conv(x, layer.dense_kernel(), strides=strides, padding=padding)
+    )
+    assert_close(y, keras_ref)
+
+
+def test_dilation_and_5x5(rng):
+    layer = HetConv2D(8, 5, dilation_rate=2, part=2, use_bias=False)
+    x = rng.standard_normal((1, 12, 11, 4)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    ref = reference.conv2d(x, paper_kernel(layer, 4), (1, 1), "same", (2, 2))
+    assert_close(reference.to_numpy(layer(x)), ref)
+
+
+@pytest.mark.parametrize("part", [1, 2, 4, 8])
+def test_free_weight_count(part):
+    c_in, n, k = 32, 16, 3
+    layer = HetConv2D(n, k, part=part)
+    layer.build((None, 8, 8, c_in))
+    expected = k * k * c_in * n // part + c_in * n * (part - 1) // part + n
+    assert layer.count_params() == expected
+
+
+def test_macs_formula_and_paper_ratio():
+    layer = HetConv2D(64, 3, part=4)
+    macs = layer.compute_macs((32, 32, 64))
+    assert macs == 32 * 32 * (9 * 64 * 64 // 4 + 64 * 64 * 3 // 4)
+    standard = 32 * 32 * 9 * 64 * 64
+    assert macs / standard == pytest.approx(1 / 4 + (1 - 1 / 4) / 9)
+    strided = HetConv2D(64, 3, strides=2, padding="valid", part=4)
+    assert strided.compute_macs((None, 32, 32, 64)) == 15 * 15 * (9 * 64 * 16 + 64 * 48)
+
+
+def test_masked_positions_stay_zero_after_fit(rng):
+    layer = HetConv2D(8, 3, part=4, kernel_regularizer="l2")
+    model = keras.Sequential([keras.Input((8, 8, 8)), layer, keras.layers.GlobalAveragePooling2D()])
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2), loss="mse")
+    x = rng.standard_normal((16, 8, 8, 8)).astype("float32")
+    y = rng.standard_normal((16, 8)).astype("float32")
+    before = reference.to_numpy(layer.dense_kernel())
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    after = reference.to_numpy(layer.dense_kernel())
+    masked = before == 0
+    assert masked.sum() == 8 * (8 * 8 * 3 // 4)  # 8 off-centre taps on 3/4 of the pairs
+    assert np.all(after[masked] == 0)
+    assert np.any(after[~masked] != before[~masked])
+
+
+def test_masked_positions_get_zero_gradient(rng):
+    # The gradient w.r.t. the equivalent dense kernel, pulled back through the
+    # layer's parametrisation, is zero exactly on the masked positions.
+    layer = HetConv2D(8, 3, part=4, use_bias=False)
+    x = rng.standard_normal((2, 6, 6, 8)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    dense = reference.to_numpy(layer.dense_kernel())
+    # Perturbing one free weight moves only unmasked dense entries.
+    for variable in layer.trainable_weights:
+        value = reference.to_numpy(variable)
+        bumped = value.copy()
+        bumped.flat[3] += 1.0
+        variable.assign(bumped.astype("float32"))
+        delta = reference.to_numpy(layer.dense_kernel()) - dense
+        variable.assign(value.astype("float32"))
+        assert np.all(delta[dense == 0] == 0)
+        assert np.count_nonzero(delta) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(filters=0), "filters"),
+        (dict(filters=-3), "filters"),
+        (dict(filters=8, part=0), "part"),
+        (dict(filters=8, part=3), "part=3.*filters=8"),
+        (dict(filters=8, kernel_size=2), "kernel_size.*odd"),
+        (dict(filters=8, kernel_size=(3, 0)), "kernel_size"),
+        (dict(filters=8, strides=0), "strides"),
+        (dict(filters=8, padding="full"), "padding.*full"),
+        (dict(filters=8, data_format="NHWC"), "data_format.*NHWC"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        HetConv2D(**kwargs)
+
+
+def test_part_must_divide_input_channels():
+    with pytest.raises(ValueError, match=r"part=4.*input channels=6"):
+        HetConv2D(8, 3, part=4).build((None, 8, 8, 6))

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from keras import ops
+
+import reference
+from conftest import assert_close, randomize
+from keras_effconv.layers import InterleavedGroupConv2D
+
+
+def paper_kernel(layer, c_in):
+    """Block-diagonal primary x interleave x block-diagonal secondary x inverse interleave."""
+    l, m, n = layer.primary_groups, layer.width // layer.primary_groups, layer.filters
+    g_width, f = l * m, n // m
+    kh, kw = layer.kernel_size
+    primary_w = reference.to_numpy(layer.primary_kernel)  # (kh, kw, c_in/L, G)
+    secondary_w = reference.to_numpy(layer.secondary_kernel)[0, 0]  # (L, n)
+    cg = c_in // l
+    primary = np.zeros((kh, kw, c_in, g_width))
+    for a in range(l):  # partition a: inputs [a*cg, (a+1)*cg) -> outputs [a*M, (a+1)*M)
+        primary[:, :, a * cg : (a + 1) * cg, a * m : (a + 1) * m] = primary_w[:, :, :, a * m : (a + 1) * m]
+    interleave = np.zeros((g_width, g_width))  # position j*L + a <- channel a*M + j
+    for a in range(l):
+        for j in range(m):
+            interleave[a * m + j, j * l + a] = 1
+    secondary = np.zeros((g_width, n))  # partition j: positions [j*L, (j+1)*L) -> [j*F, (j+1)*F)
+    for j in range(m):
+        secondary[j * l : (j + 1) * l, j * f : (j + 1) * f] = secondary_w[:, j * f : (j + 1) * f]
+    inverse = np.zeros((n, n))  # channel f*M + j <- position j*F + f
+    for j in range(m):
+        for q in range(f):
+            inverse[j * f + q, q * m + j] = 1
+    return np.einsum("hwig,go->hwio", primary, interleave @ secondary @ inverse)
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("groups", [(4, 4), (2, 8), (1, 16), (16, 1)])
+def test_matches_dense_conv_and_paper_rule(rng, strides, padding, groups):
+    l, m = groups
+    layer = InterleavedGroupConv2D(
+        16, 3, strides=strides, padding=padding, primary_groups=l, secondary_groups=m, use_bias=False
+    )
+    x = rng.standard_normal((2, 9, 10, 16)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    expected_kernel = paper_kernel(layer, 16)
+    assert_close(reference.to_numpy(layer.dense_kernel()), expected_kernel)
+    y = reference.to_numpy(layer(x))
+    assert_close(y, reference.conv2d(x, expected_kernel, (strides,) * 2, padding))
+    keras_ref = ops.conv(x, layer.dense_kernel(), strides=strides, padding=padding)
+    assert_close(y, reference.to_numpy(keras_ref))
+
+
+def test_width_differs_from_channels(rng):
+    # C_in = 12, G = L*M = 3*4 = 12 -> filters = 8 (M = 4 partitions of F = 2).
+    layer = InterleavedGroupConv2D(8, 3, primary_groups=3, secondary_groups=4, use_bias=False)
+    x = rng.standard_normal((1, 7, 7, 12)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    assert_close(reference.to_numpy(layer(x)), reference.conv2d(x, paper_kernel(layer, 12)))
+
+
+@pytest.mark.parametrize("l, m", [(4, 16), (2, 32), (1, 64), (64, 1), (8, 8)])
+def test_params_and_macs_formula(l, m):
+    g, k = 64, 3
+    layer = InterleavedGroupConv2D(g, k, primary_groups=l, secondary_groups=m)
+    layer.build((None, 10, 10, g))
+    expected = g * g * (k * k / l + 1 / m)
+    assert layer.count_params() - g == pytest.approx(expected)
+    assert layer.compute_macs((10, 10, g)) == pytest.approx(100 * expected)
+
+
+def test_default_secondary_groups_keeps_width():
+    layer = InterleavedGroupConv2D(64, 3, primary_groups=4)
+    assert layer.width == 64
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(filters=16, primary_groups=0), "primary_groups"),
+        (dict(filters=16, primary_groups=3), "primary_groups=3.*filters=16"),
+        (dict(filters=16, primary_groups=2, secondary_groups=3), "secondary_groups=3"),
+        (dict(filters=16, secondary_groups=-1), "secondary_groups"),
+        (dict(filters=16, padding="causal"), "padding"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        InterleavedGroupConv2D(**kwargs)
+
+
+def test_primary_groups_must_divide_input_channels():
+    with pytest.raises(ValueError, match=r"primary_groups=4.*input channels=6"):
+        InterleavedGroupConv2D(8, 3, primary_groups=4, secondary_groups=2).build((None, 8, 8, 6))
