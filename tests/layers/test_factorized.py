@@ -1,0 +1,147 @@
+import numpy as np
+import pytest
+
+import keras
+
+import reference
+from conftest import assert_close, randomize
+from keras_effconv.layers import FactorizedConv2D
+from keras_effconv.layers import SpatialBottleneck
+from keras_effconv.layers import TopologicalProjection
+
+
+def expected_connectivity(c_in, filters, grid, window):
+    """Output j (cell j // s_out) sees inputs whose cell is within the window, on a torus."""
+    d1, d2 = grid
+    s_in, s_out = c_in // (d1 * d2), filters // (d1 * d2)
+    mask = np.zeros((c_in, filters), dtype=bool)
+    for i in range(c_in):
+        pi, qi = divmod(i // s_in, d2)
+        for j in range(filters):
+            pj, qj = divmod(j // s_out, d2)
+            dr = (pi - pj) % d1
+            dc = (qi - qj) % d2
+            rows = {o % d1 for o in range(-((window[0] - 1) // 2), window[0] // 2 + 1)}
+            cols = {o % d2 for o in range(-((window[1] - 1) // 2), window[1] // 2 + 1)}
+            mask[i, j] = dr in rows and dc in cols
+    return mask
+
+
+@pytest.mark.parametrize(
+    "c_in, filters, grid, window",
+    [(16, 16, (4, 4), (3, 3)), (32, 16, (4, 4), (2, 3)), (16, 32, (2, 8), (1, 5)), (36, 36, (6, 6), (6, 6))],
+)
+def test_topological_projection_sparsity_and_output(rng, c_in, filters, grid, window):
+    layer = TopologicalProjection(filters, grid, window)
+    x = rng.standard_normal((2, 5, 6, c_in)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    dense = reference.to_numpy(layer.dense_kernel())[0, 0]
+    mask = expected_connectivity(c_in, filters, grid, window)
+    assert np.array_equal(dense != 0, mask)
+    ratio = (grid[0] * grid[1]) / (window[0] * window[1])
+    assert layer.count_params() - filters == c_in * filters / ratio
+    assert layer.compute_macs((5, 6, c_in)) == 30 * c_in * filters / ratio
+    bias = reference.to_numpy(layer.bias)
+    assert_close(reference.to_numpy(layer(x)), x @ dense + bias)
+
+
+def numpy_bottleneck(layer, x):
+    w = {v.path.split("/")[-1]: reference.to_numpy(v) for v in layer.weights}
+    h, wd = x.shape[1:3]
+    low = reference.depthwise2d(x, w["depthwise_kernel"], (2, 2), "same")
+    proj = w["kernel"]
+    if layer.topology is not None:
+        proj = reference.to_numpy(layer.projection.dense_kernel())
+    low = low @ proj[0, 0]
+    up = np.zeros((x.shape[0], 2 * low.shape[1], 2 * low.shape[2], low.shape[3]))
+    for a in range(2):
+        for b in range(2):
+            up[:, a::2, b::2, :] = low * w["upsample_kernel"][a, b]
+    return up[:, :h, :wd] + w["bias"]
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 7), (1, 1)])
+@pytest.mark.parametrize("topology", [None, {"grid": (2, 4), "window": (1, 3)}])
+def test_spatial_bottleneck(rng, size, topology):
+    layer = SpatialBottleneck(16, 3, topology=topology)
+    x = rng.standard_normal((2,) + size + (8,)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    y = reference.to_numpy(layer(x))
+    assert y.shape == (2,) + size + (16,)
+    assert_close(y, numpy_bottleneck(layer, x))
+
+
+def numpy_factorized(layer, x, activation):
+    w = {v.path.split("/", 1)[-1]: reference.to_numpy(v) for v in layer.weights}
+    for u, (c, first, bottleneck, residual) in enumerate(layer._plan):
+        if bottleneck:
+            y = numpy_bottleneck(layer.unit_blocks[u], x)
+        else:
+            strides = layer.strides if first else (1, 1)
+            padding = layer.padding if first else "same"
+            y = reference.depthwise2d(x, w[f"unit_{u}_depthwise_kernel"], strides, padding)
+            y = y @ w[f"unit_{u}_projection/kernel"][0, 0] + w[f"unit_{u}_projection/bias"]
+        if residual:
+            y = y + x
+        x = activation(y)
+    return x
+
+
+@pytest.mark.parametrize(
+    "c_in, filters, strides, padding, num_units, bottleneck",
+    [(8, 8, 1, "same", 2, False), (8, 16, 2, "same", 3, False), (8, 8, 1, "valid", 2, False),
+     (8, 8, 1, "same", 1, False), (8, 8, 1, "same", 2, True), (4, 8, 2, "same", 2, True)],
+)
+def test_factorized_matches_numpy_units(rng, c_in, filters, strides, padding, num_units, bottleneck):
+    layer = FactorizedConv2D(
+        filters, 3, strides=strides, padding=padding, activation="relu",
+        num_units=num_units, spatial_bottleneck=bottleneck,
+    )
+    x = rng.standard_normal((2, 9, 10, c_in)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng, scale=0.5)
+    expected = numpy_factorized(layer, x, lambda v: np.maximum(v, 0))
+    y = reference.to_numpy(layer(x))
+    assert y.shape == tuple(layer.compute_output_shape(x.shape))
+    assert_close(y, expected)
+
+
+def test_factorized_macs_and_params():
+    layer = FactorizedConv2D(64, 3, num_units=2)
+    layer.build((None, 16, 16, 32))
+    # unit 0: dw 3x3 on 32 + 32->64 projection; unit 1: dw 3x3 on 64 + 64->64.
+    assert layer.compute_macs((16, 16, 32)) == 256 * (9 * 32 + 32 * 64 + 9 * 64 + 64 * 64)
+    assert layer.count_params() == 9 * 32 + 32 * 64 + 64 + 9 * 64 + 64 * 64 + 64
+    topo = FactorizedConv2D(64, 3, num_units=1, topology={"grid": (4, 4), "window": (2, 2)})
+    assert topo.compute_macs((16, 16, 64)) == 256 * (9 * 64 + 64 * 64 // 4)
+
+
+def test_topology_accepts_pair_and_round_trips():
+    layer = FactorizedConv2D(16, topology=((4, 4), (3, 3)))
+    assert layer.topology == {"grid": (4, 4), "window": (3, 3)}
+    again = FactorizedConv2D.from_config(layer.get_config())
+    assert again.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize(
+    "factory, match",
+    [
+        (lambda: FactorizedConv2D(16, num_units=0), "num_units"),
+        (lambda: FactorizedConv2D(16, topology={"grid": (4, 4)}), "topology"),
+        (lambda: FactorizedConv2D(16, topology=5), "topology"),
+        (lambda: TopologicalProjection(16, grid=(4, 4), window=(5, 3)), "window"),
+        (lambda: TopologicalProjection(10, grid=(4, 4), window=(3, 3)), "filters=10"),
+        (lambda: TopologicalProjection(16, grid=(0, 4)), "grid"),
+        (lambda: SpatialBottleneck(0), "filters"),
+    ],
+)
+def test_bad_arguments(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_grid_must_divide_input_channels():
+    with pytest.raises(ValueError, match=r"grid=\(4, 4\).*input channels=24"):
+        TopologicalProjection(16, grid=(4, 4), window=(3, 3)).build((None, 4, 4, 24))
