@@ -336,13 +336,15 @@ class SpatialBottleneck(EfficientConv2D):
         df = self.data_format
         y = _core.depthwise_conv(inputs, self.depthwise_kernel, strides=2, padding="same", data_format=df)
         y = self.projection(y)
-        # Per-channel 2x2 stride-2 transposed conv == scale 4 copies + depth_to_space
-        # (block position (a, b) is depth block a * 2 + b).
-        scale = ops.reshape(self.upsample_kernel, (4 * self.filters,))
+        # Per-channel 2x2 stride-2 transposed conv == scale 4 copies + depth_to_space.
+        # Keras' depth_to_space reads channel (a*2 + b)*C + c for channels_last
+        # and c*4 + a*2 + b for channels_first.
         if df == "channels_first":
+            scale = ops.transpose(self.upsample_kernel, (2, 0, 1))
             scale = ops.reshape(scale, (1, 4 * self.filters, 1, 1))
-            y = ops.tile(y, (1, 4, 1, 1)) * scale
+            y = ops.repeat(y, 4, axis=1) * scale
         else:
+            scale = ops.reshape(self.upsample_kernel, (4 * self.filters,))
             y = ops.tile(y, (1, 1, 1, 4)) * scale
         y = ops.depth_to_space(y, 2, data_format=df)
         height, width = _core.spatial_dims(inputs.shape, df)
