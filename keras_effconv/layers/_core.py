@@ -324,6 +324,8 @@ def _shift_depthwise(x, kernel, strides, padding, dilation_rate, data_format):
     # Exact depthwise conv as a sum of k*k shifted copies scaled per channel;
     # elementwise work fuses well in XLA, unlike XLA:CPU's grouped conv.
     kh, kw, channels, multiplier = kernel.shape
+    x = ops.convert_to_tensor(x)
+    kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
     if data_format == "channels_first":
         x = ops.transpose(x, (0, 2, 3, 1))
     height, width = x.shape[1], x.shape[2]
