@@ -1,4 +1,5 @@
 """keras_effconv: efficient convolutions as exact multi-backend Keras 3 layers."""
 
+from keras_effconv import datasets
 from keras_effconv import layers
 from keras_effconv.version import __version__
