@@ -128,6 +128,12 @@ def normalize_data_format(data_format):
     return data_format.lower()
 
 
+def batched_shape(input_shape):
+    """Adds a `None` batch dimension to a per-sample `(H, W, C)` shape."""
+    input_shape = tuple(input_shape)
+    return (None,) + input_shape if len(input_shape) == 3 else input_shape
+
+
 def check_input_shape(layer, input_shape):
     """Validates a rank-4 image input and returns its channel count."""
     input_shape = tuple(input_shape)

@@ -112,9 +112,7 @@ class SqueezeExcite(_ChannelAttention):
         Returns:
             int, `2 * C * max(1, C // reduction)`.
         """
-        shape = tuple(input_shape)
-        shape = (None,) + shape if len(shape) == 3 else shape
-        channels = _core.check_input_shape(self, shape)
+        channels = _core.check_input_shape(self, _core.batched_shape(input_shape))
         return 2 * channels * max(1, channels // self.reduction)
 
     def get_config(self):
@@ -223,9 +221,7 @@ class EfficientChannelAttention(_ChannelAttention):
         Returns:
             int.
         """
-        shape = tuple(input_shape)
-        shape = (None,) + shape if len(shape) == 3 else shape
-        channels = _core.check_input_shape(self, shape)
+        channels = _core.check_input_shape(self, _core.batched_shape(input_shape))
         k = self.kernel_size or eca_kernel_size(channels, self.gamma, self.b)
         return channels * k
 

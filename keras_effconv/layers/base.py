@@ -149,9 +149,7 @@ class EfficientConv2D(keras.layers.Layer):
         Returns:
             int, the number of multiply-accumulates (1 MAC = 2 FLOPs).
         """
-        input_shape = tuple(input_shape)
-        if len(input_shape) == 3:
-            input_shape = (None,) + input_shape
+        input_shape = _core.batched_shape(input_shape)
         input_channels = _core.check_input_shape(self, input_shape)
         output_shape = self.compute_output_shape(input_shape)
         spatial = _core.spatial_dims(output_shape, self.data_format)

@@ -166,11 +166,8 @@ class CompConv2D(EfficientConv2D):
         return c_prim, q_width, tail_keep
 
     def _build_kernels(self, input_channels):
-        depth = self.depth
-        if depth == "auto":
-            depth = auto_depth(input_channels, self.c0)
-        self.resolved_depth = depth
-        self.c_prim, self._q_width, self._tail_width = self._plan(depth)
+        self._resolve_plan(input_channels)
+        depth = self.resolved_depth
         kh, kw = self.kernel_size
         c_prim = self.c_prim
         self.recursive_kernels = []
@@ -247,9 +244,7 @@ class CompConv2D(EfficientConv2D):
             (2^(d-1) C_prim)^2)`.
         """
         self._ensure_plan(input_shape)
-        input_shape = tuple(input_shape)
-        if len(input_shape) == 3:
-            input_shape = (None,) + input_shape
+        input_shape = _core.batched_shape(input_shape)
         c_in = _core.check_input_shape(self, input_shape)
         out = _core.spatial_dims(self.compute_output_shape(input_shape), self.data_format)
         kh, kw = self.kernel_size
@@ -258,13 +253,14 @@ class CompConv2D(EfficientConv2D):
         return out[0] * out[1] * kh * kw * (c_in * cp + inner)
 
     def _ensure_plan(self, input_shape):
-        if self.built:
-            return
-        input_shape = tuple(input_shape)
-        if len(input_shape) == 3:
-            input_shape = (None,) + input_shape
-        c_in = _core.check_input_shape(self, input_shape)
-        depth = self.depth if self.depth != "auto" else auto_depth(c_in, self.c0)
+        if not self.built:
+            c_in = _core.check_input_shape(self, _core.batched_shape(input_shape))
+            self._resolve_plan(c_in)
+
+    def _resolve_plan(self, input_channels):
+        depth = self.depth
+        if depth == "auto":
+            depth = auto_depth(input_channels, self.c0)
         self.resolved_depth = depth
         self.c_prim, self._q_width, self._tail_width = self._plan(depth)
 
