@@ -1,0 +1,40 @@
+"""Networks built from efficient convolutions, mirroring `keras.applications`."""
+
+from keras_effconv.applications.cifar import EffResNet20
+from keras_effconv.applications.cifar import EffResNet56
+from keras_effconv.applications.conv_types import CONV_TYPES
+from keras_effconv.applications.conv_types import DEFAULT_CONV_CONFIGS
+from keras_effconv.applications.conversion import ConversionReport
+from keras_effconv.applications.conversion import convert
+from keras_effconv.applications.imagenet import decode_predictions
+from keras_effconv.applications.imagenet import preprocess_input
+from keras_effconv.applications.resnet import EffResNet50
+from keras_effconv.applications.resnet import EffResNet101
+from keras_effconv.applications.resnet import EffResNet152
+from keras_effconv.applications.vgg import EffVGG16
+
+# Lower-case names used by the command line (`keras-effconv profile eff_resnet50`).
+MODELS = {
+    "eff_resnet20": EffResNet20,
+    "eff_resnet56": EffResNet56,
+    "eff_resnet50": EffResNet50,
+    "eff_resnet101": EffResNet101,
+    "eff_resnet152": EffResNet152,
+    "eff_vgg16": EffVGG16,
+}
+
+__all__ = [
+    "CONV_TYPES",
+    "ConversionReport",
+    "DEFAULT_CONV_CONFIGS",
+    "EffResNet101",
+    "EffResNet152",
+    "EffResNet20",
+    "EffResNet50",
+    "EffResNet56",
+    "EffVGG16",
+    "MODELS",
+    "convert",
+    "decode_predictions",
+    "preprocess_input",
+]

@@ -1,0 +1,229 @@
+"""EffResNet50/101/152: `keras.applications.ResNet*` with efficient convolutions.
+
+Layer for layer the network of `keras.applications.resnet` (ResNet v1, stride
+in the first 1x1 of each block, same layer names), with the convolutions the
+chosen method's recipe selects (see `conv_types`) replaced.
+"""
+
+import keras
+
+from keras_effconv.applications import _common
+from keras_effconv.applications.conv_types import ConvReplacer
+
+# Blocks per stage (conv2 .. conv5) of each depth.
+_STAGE_BLOCKS = {
+    "resnet50": (3, 4, 6, 3),
+    "resnet101": (3, 4, 23, 3),
+    "resnet152": (3, 8, 36, 3),
+}
+_STAGE_FILTERS = (64, 128, 256, 512)
+
+
+def pyramid_layers(depth_name):
+    """Level -> layer name of the multi-scale outputs (keras-hub's P2..P5)."""
+    blocks = _STAGE_BLOCKS[depth_name]
+    return {f"P{level}": f"conv{level}_block{blocks[level - 2]}_out" for level in range(2, 6)}
+
+
+def _residual_block(x, filters, replace, stride=1, conv_shortcut=True, name=None):
+    bn_axis = _common.channel_axis()
+    Conv2D = keras.layers.Conv2D
+    BatchNormalization = keras.layers.BatchNormalization
+    if conv_shortcut:
+        shortcut = replace(Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv"), x)
+        shortcut = BatchNormalization(axis=bn_axis, epsilon=1.001e-5, name=f"{name}_0_bn")(shortcut)
+    else:
+        shortcut = x
+    x = replace(Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv"), x)
+    x = BatchNormalization(axis=bn_axis, epsilon=1.001e-5, name=f"{name}_1_bn")(x)
+    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
+    x = replace(Conv2D(filters, 3, padding="SAME", name=f"{name}_2_conv"), x)
+    x = BatchNormalization(axis=bn_axis, epsilon=1.001e-5, name=f"{name}_2_bn")(x)
+    x = keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
+    x = replace(Conv2D(4 * filters, 1, name=f"{name}_3_conv"), x)
+    x = BatchNormalization(axis=bn_axis, epsilon=1.001e-5, name=f"{name}_3_bn")(x)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    return keras.layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def _stack(x, filters, blocks, replace, stride1=2, name=None):
+    x = _residual_block(x, filters, replace, stride=stride1, name=f"{name}_block1")
+    for i in range(2, blocks + 1):
+        x = _residual_block(x, filters, replace, conv_shortcut=False, name=f"{name}_block{i}")
+    return x
+
+
+def _eff_resnet(
+    depth_name,
+    include_top,
+    weights,
+    input_tensor,
+    input_shape,
+    pooling,
+    classes,
+    classifier_activation,
+    name,
+    conv,
+    conv_config,
+):
+    _common.check_weights(weights, f"Eff{depth_name.replace('resnet', 'ResNet')}")
+    replace = ConvReplacer(conv, conv_config)
+    img_input = _common.image_input(input_tensor, input_shape, include_top, default_size=224, min_size=32)
+    bn_axis = _common.channel_axis()
+
+    x = keras.layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(img_input)
+    x = replace(keras.layers.Conv2D(64, 7, strides=2, use_bias=True, name="conv1_conv"), x)
+    x = keras.layers.BatchNormalization(axis=bn_axis, epsilon=1.001e-5, name="conv1_bn")(x)
+    x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    x = keras.layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+
+    for stage, (filters, blocks) in enumerate(zip(_STAGE_FILTERS, _STAGE_BLOCKS[depth_name])):
+        x = _stack(x, filters, blocks, replace, stride1=1 if stage == 0 else 2, name=f"conv{stage + 2}")
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = _common.classifier(x, classes, classifier_activation)
+    else:
+        x = _common.pool_features(x, pooling)
+    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid_layers(depth_name))
+
+
+_DOC = """Instantiates {title} with efficient convolutions.
+
+    Same arguments, layer names and behaviour as
+    `keras.applications.{keras_name}`, plus `conv` and `conv_config`. With
+    `conv="standard"` the network is layer for layer keras' {keras_name}
+    ({standard_params} parameters with the top). Otherwise the recipe of
+    `keras_effconv.applications.conv_types` replaces the 3x3 convolution of
+    every bottleneck block (the 7x7 stem and the 1x1 convolutions stay
+    standard). The returned model has `model.pyramid_outputs`
+    (`{{"P2": ..., "P5": ...}}`, strides 4 to 32) for use as a backbone.
+
+    Args:
+        include_top: whether to include the classifier (global average
+            pooling + `Dense(classes)`).
+        weights: `None` (random initialization) or the path to a weights file
+            saved with `model.save_weights()`. There are no pretrained
+            ImageNet weights; `"imagenet"` raises a `ValueError`.
+        input_tensor: optional Keras tensor to use as image input.
+        input_shape: optional shape tuple, only to be specified if
+            `include_top` is `False` (otherwise `(224, 224, 3)` or
+            `(3, 224, 224)`); at least 32x32.
+        pooling: `None`, `"avg"` or `"max"`: pooling of the last feature map
+            when `include_top` is `False`.
+        classes: number of classes, used with `include_top=True`.
+        classifier_activation: activation of the `predictions` layer, or
+            `None` for logits.
+        name: the model's name.
+        conv: one of `"standard"`, `"hetconv"`, `"igc"`, `"compconv"`,
+            `"factorized"`, `"depthwise_separable"`.
+        conv_config: dict of arguments for the efficient layer (e.g.
+            `{{"part": 8}}` for HetConv), or `None` for the paper defaults.
+
+    Returns:
+        A `keras.Model` instance.
+
+    Raises:
+        ValueError: for `weights="imagenet"`, a missing weights file, an
+            invalid `input_shape`, `pooling` or `classifier_activation` (as
+            keras does), an unknown `conv` or a bad `conv_config`.
+
+    Example:
+
+    >>> model = {func}(weights=None, input_shape=(64, 64, 3), include_top=False, conv="hetconv")
+    >>> model.get_layer("conv2_block1_2_conv").__class__.__name__
+    'HetConv2D'
+    """
+
+
+def EffResNet50(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name="eff_resnet50",
+    conv="hetconv",
+    conv_config=None,
+):
+    return _eff_resnet(
+        "resnet50",
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        conv,
+        conv_config,
+    )
+
+
+def EffResNet101(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name="eff_resnet101",
+    conv="hetconv",
+    conv_config=None,
+):
+    return _eff_resnet(
+        "resnet101",
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        conv,
+        conv_config,
+    )
+
+
+def EffResNet152(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name="eff_resnet152",
+    conv="hetconv",
+    conv_config=None,
+):
+    return _eff_resnet(
+        "resnet152",
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        conv,
+        conv_config,
+    )
+
+
+EffResNet50.__doc__ = _DOC.format(
+    title="the ResNet50 architecture", keras_name="ResNet50", standard_params="25,636,712", func="EffResNet50"
+)
+EffResNet101.__doc__ = _DOC.format(
+    title="the ResNet101 architecture", keras_name="ResNet101", standard_params="44,707,176", func="EffResNet101"
+)
+EffResNet152.__doc__ = _DOC.format(
+    title="the ResNet152 architecture", keras_name="ResNet152", standard_params="60,419,944", func="EffResNet152"
+)
