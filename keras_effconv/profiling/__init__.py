@@ -1,0 +1,8 @@
+"""Cost accounting: analytic MACs/params per layer and measured latency."""
+
+from keras_effconv.profiling.latency import measure_latency
+from keras_effconv.profiling.profiler import LayerCost
+from keras_effconv.profiling.profiler import Profile
+from keras_effconv.profiling.profiler import profile
+
+__all__ = ["LayerCost", "Profile", "measure_latency", "profile"]

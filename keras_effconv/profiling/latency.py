@@ -1,0 +1,94 @@
+"""Measured inference latency on the current Keras backend."""
+
+import statistics
+import time
+
+import numpy as np
+
+import keras
+
+
+def inference_function(model, jit_compile=False):
+    """Returns `run(x)`: one synchronised inference call of `model` on `x`.
+
+    TensorFlow: `tf.function` (with XLA when `jit_compile=True`); JAX:
+    `jax.jit` over `stateless_call` (JAX always compiles with XLA); torch:
+    eager under `torch.no_grad()`. These are the fastest plain ways to run a
+    Keras model on each backend on a CPU (`model.predict` adds per-call
+    overhead that dominates small models).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        forward = tf.function(lambda x: model(x, training=False), jit_compile=bool(jit_compile))
+        return lambda x: forward(x).numpy()
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        forward = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0])
+        return lambda x: jax.block_until_ready(forward(trainable, non_trainable, x))
+    if backend == "torch":
+        import torch
+
+        def run(x):
+            with torch.no_grad():
+                return model(x, training=False)
+
+        return run
+    return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def measure_latency(models, input_shape, batch_size=1, repeats=20, warmup=3, jit_compile=False, seed=0):
+    """Median inference latency of one or more models, measured interleaved.
+
+    The models run round-robin (one call each per round) so that slow drifts
+    of the machine affect all of them alike: compare them by the ratios of
+    one call of this function.
+
+    Args:
+        models: a `keras.Model` or a dict `{label: model}`.
+        input_shape: per-sample input shape, e.g. `(224, 224, 3)`.
+        batch_size: batch size of the timed calls.
+        repeats: timed rounds.
+        warmup: untimed rounds first (compilation, caches).
+        jit_compile: TensorFlow only: compile with XLA.
+        seed: seed of the random input.
+
+    Returns:
+        `{label: {"median_ms": float, "min_ms": float, "times_ms": list}}`
+        (label `"model"` when a single model is passed).
+
+    Raises:
+        ValueError: if `repeats` or `batch_size` is not positive.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+    >>> result = measure_latency(model, (8, 8, 3), repeats=2, warmup=1)
+    >>> result["model"]["median_ms"] > 0
+    True
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Invalid value for argument `batch_size`: expected a positive integer. Received: {batch_size!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"Invalid value for argument `repeats`: expected a positive integer. Received: {repeats!r}")
+    if isinstance(models, keras.Model):
+        models = {"model": models}
+    rng = np.random.default_rng(seed)
+    x = keras.ops.convert_to_tensor(rng.standard_normal((batch_size,) + tuple(input_shape)).astype("float32"))
+    runners = {label: inference_function(model, jit_compile) for label, model in models.items()}
+    times = {label: [] for label in runners}
+    for _ in range(warmup):
+        for run in runners.values():
+            run(x)
+    for _ in range(repeats):
+        for label, run in runners.items():
+            start = time.perf_counter()
+            run(x)
+            times[label].append(1000.0 * (time.perf_counter() - start))
+    return {
+        label: {"median_ms": statistics.median(t), "min_ms": min(t), "times_ms": t} for label, t in times.items()
+    }

@@ -1,0 +1,213 @@
+"""`profile()`: per-layer MACs and parameters of a Keras model."""
+
+import dataclasses
+
+import keras
+from keras import tree
+
+from keras_effconv.profiling.macs import layer_macs
+
+
+@dataclasses.dataclass
+class LayerCost:
+    """One call of one layer: `name` (nested models as `outer/inner`), `type`,
+    `output_shape`, `params` (counted at the layer's first call only) and
+    `macs` (None when no rule covers the layer)."""
+
+    name: str
+    type: str
+    output_shape: tuple
+    params: int
+    macs: object
+
+
+def format_count(value):
+    """`3_868_000_000 -> "3.87 G"`, `25_636_712 -> "25.64 M"`."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {suffix}"
+    return str(value)
+
+
+class Profile:
+    """The result of `profile()`.
+
+    Attributes:
+        model_name: name of the profiled model.
+        input_shape: the per-sample input shape(s) used.
+        rows: list of `LayerCost`, in execution order.
+        total_macs: multiply-accumulates for one sample (1 MAC = 2 FLOPs).
+        total_flops: `2 * total_macs`.
+        total_params: all parameters (`model.count_params()`).
+        trainable_params: trainable parameters.
+        uncounted: names of layers with weights that no MAC rule covers
+            (their MACs are left out of `total_macs`).
+    """
+
+    def __init__(self, model, input_shape, rows):
+        self.model_name = model.name
+        self.input_shape = input_shape
+        self.rows = rows
+        self.total_macs = sum(row.macs or 0 for row in rows)
+        self.total_flops = 2 * self.total_macs
+        self.total_params = int(model.count_params())
+        self.trainable_params = int(sum(keras.ops.size(w) for w in model.trainable_weights))
+        self.uncounted = [row.name for row in rows if row.macs is None]
+
+    def to_dict(self):
+        """Totals and rows as plain Python values (JSON-serialisable)."""
+        return {
+            "model": self.model_name,
+            "input_shape": self.input_shape,
+            "total_macs": self.total_macs,
+            "total_flops": self.total_flops,
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "uncounted": list(self.uncounted),
+            "layers": [dataclasses.asdict(row) for row in self.rows],
+        }
+
+    def summary(self):
+        text = (
+            f"{self.model_name}: {format_count(self.total_macs)} MACs "
+            f"({format_count(self.total_flops)} FLOPs; 1 MAC = 2 FLOPs), "
+            f"{format_count(self.total_params)} params, input {self.input_shape}"
+        )
+        if self.uncounted:
+            text += f"; MACs of {len(self.uncounted)} layer(s) not counted: {self.uncounted}"
+        return text
+
+    def to_markdown(self, only_costly=False):
+        """A markdown table of the layers followed by the totals.
+
+        Args:
+            only_costly: if True, list only layers with parameters or MACs.
+        """
+        lines = [
+            "| layer | type | output shape | params | MACs |",
+            "|---|---|---|---:|---:|",
+        ]
+        for row in self.rows:
+            if only_costly and not row.params and not row.macs:
+                continue
+            macs = "?" if row.macs is None else f"{row.macs:,}"
+            lines.append(f"| {row.name} | {row.type} | {row.output_shape} | {row.params:,} | {macs} |")
+        lines.append(
+            f"| **total** | | | **{self.total_params:,}** | **{self.total_macs:,}** "
+            f"({format_count(self.total_macs)} MACs = {format_count(self.total_flops)} FLOPs) |"
+        )
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.summary()
+
+    def __repr__(self):
+        return f"<Profile {self.summary()}>"
+
+
+def _graph_of(model):
+    """The Functional graph that runs `model`, or None for subclassed models."""
+    if isinstance(model, keras.Sequential):
+        if getattr(model, "_functional", None) is None:
+            raise ValueError(
+                f"Sequential model '{model.name}' has no input shape yet: build it "
+                "(e.g. start it with `keras.Input(shape)`) before profiling."
+            )
+        return model._functional
+    if hasattr(model, "_run_through_graph"):
+        return model
+    return None
+
+
+def _shape(spec):
+    return tuple(tree.flatten(spec)[0].shape)
+
+
+def _walk(graph, inputs, prefix, rows, seen):
+    def operation_fn(operation):
+        def call(*args, **kwargs):
+            nested = _graph_of(operation) if isinstance(operation, keras.Model) else None
+            if nested is not None:
+                return _walk(nested, args[0] if len(args) == 1 else args, f"{prefix}{operation.name}/", rows, seen)
+            outputs = operation.compute_output_spec(*args, **kwargs)
+            first_call = id(operation) not in seen
+            seen.add(id(operation))
+            params = int(operation.count_params()) if first_call and hasattr(operation, "count_params") else 0
+            rows.append(
+                LayerCost(
+                    name=prefix + operation.name,
+                    type=type(operation).__name__,
+                    output_shape=_shape(outputs),
+                    params=params,
+                    macs=layer_macs(operation, _shape(args), _shape(outputs)),
+                )
+            )
+            return outputs
+
+        return call
+
+    return graph._run_through_graph(inputs, operation_fn=operation_fn)
+
+
+def profile(model, input_shape=None):
+    """Counts the MACs and parameters of every layer of a Keras model.
+
+    Covers Keras' built-in layers (`Conv1D/2D/3D` including `groups`,
+    `DepthwiseConv1D/2D`, `SeparableConv1D/2D`, `Conv*Transpose`, `Dense`,
+    `EinsumDense`, normalization, pooling, activations, merging and reshaping
+    layers), every keras_effconv layer (through its `compute_macs`), and
+    nested Functional/Sequential models. Counts are for ONE sample; every
+    kernel tap counts, also taps on `"same"` padding; bias, activation,
+    normalization and pooling count 0 MACs (see `profiling.macs`). A layer
+    with weights that no rule covers is listed in `uncounted` and shown as
+    `?`, never silently added as 0.
+
+    Args:
+        model: a built Functional or Sequential `keras.Model`.
+        input_shape: optional per-sample input shape (without the batch
+            dimension), or a list of them for several inputs; defaults to the
+            model's own input shapes, which must then have known spatial
+            sizes.
+
+    Returns:
+        A `Profile` (`total_macs`, `total_flops`, `total_params`, `rows`,
+        `to_dict()`, `to_markdown()`).
+
+    Raises:
+        TypeError: if `model` is not a `keras.Model`.
+        ValueError: for a subclassed model, a wrong number of input shapes,
+            or unknown spatial sizes where a MAC count needs them.
+
+    Example:
+
+    >>> model = keras.applications.ResNet50(weights=None)
+    >>> result = profile(model)
+    >>> round(result.total_macs / 1e9, 2), result.total_params
+    (3.86, 25636712)
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
+    graph = _graph_of(model)
+    if graph is None:
+        raise ValueError(
+            f"`profile` needs a Functional or Sequential model; '{model.name}' is "
+            f"a subclassed model ({type(model).__name__}) whose graph of layers "
+            "is not visible. Wrap its layers in a Functional model, or sum "
+            "`layer.compute_macs()` of the efficient layers yourself."
+        )
+    model_inputs = tree.flatten(graph.inputs)
+    if input_shape is None:
+        specs = model_inputs
+    else:
+        shapes = [input_shape] if len(model_inputs) == 1 else list(input_shape)
+        if len(shapes) != len(model_inputs) or not all(isinstance(s, (tuple, list)) for s in shapes):
+            raise ValueError(
+                f"Invalid value for argument `input_shape`: model '{model.name}' has "
+                f"{len(model_inputs)} input(s); pass one per-sample shape tuple per input "
+                f"(without the batch dimension). Received: input_shape={input_shape!r}"
+            )
+        specs = [keras.KerasTensor((None,) + tuple(s), dtype=i.dtype) for s, i in zip(shapes, model_inputs)]
+    rows = []
+    _walk(graph, specs, "", rows, set())
+    used = [tuple(spec.shape[1:]) for spec in specs]
+    return Profile(model, used[0] if len(used) == 1 else used, rows)
