@@ -119,6 +119,12 @@ def _graph_of(model):
     return None
 
 
+def _is_shape(value):
+    return isinstance(value, (tuple, list)) and all(
+        d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in value
+    )
+
+
 def _shape(spec):
     return tuple(tree.flatten(spec)[0].shape)
 
@@ -200,7 +206,7 @@ def profile(model, input_shape=None):
         specs = model_inputs
     else:
         shapes = [input_shape] if len(model_inputs) == 1 else list(input_shape)
-        if len(shapes) != len(model_inputs) or not all(isinstance(s, (tuple, list)) for s in shapes):
+        if len(shapes) != len(model_inputs) or not all(_is_shape(s) for s in shapes):
             raise ValueError(
                 f"Invalid value for argument `input_shape`: model '{model.name}' has "
                 f"{len(model_inputs)} input(s); pass one per-sample shape tuple per input "
