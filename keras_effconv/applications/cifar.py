@@ -67,6 +67,7 @@ def _cifar_resnet(
     else:
         x = _common.pool_features(x, pooling)
     pyramid = {f"P{stage - 1}": f"stack{stage}_block{blocks}_out" for stage in (1, 2, 3)}
+    replace.require_replacements(f"model '{name}'")
     return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
 
 

@@ -224,6 +224,20 @@ class ConvReplacer:
         kwargs.update(self.method_config)
         return _LAYERS[self.conv](**kwargs)
 
+    def require_replacements(self, what):
+        """Raises if a non-standard `conv` replaced nothing in `what`.
+
+        A recipe that silently leaves a network standard (e.g.
+        `conv_config={"part": 3}` where no channel count is divisible by 3)
+        would report standard costs under an efficient name.
+        """
+        if self.conv != "standard" and not self.replaced:
+            reasons = sorted({row["reason"] for row in self.skipped})
+            raise ValueError(
+                f"conv='{self.conv}' with conv_config={self.method_config} replaces "
+                f"no convolution of {what}. Reasons: {reasons[:4]}"
+            )
+
     def __call__(self, conv_layer, inputs):
         """Applies `conv_layer` or its replacement to the Keras tensor `inputs`."""
         layer = self.replacement(conv_layer, tuple(inputs.shape))

@@ -88,8 +88,9 @@ def convert(model, conv="hetconv", conv_config=None, layers=None):
     Raises:
         TypeError: if `model` is not a `keras.Model`.
         ValueError: for a subclassed model, an unknown `conv`, a bad
-            `conv_config`, or `layers` naming layers that are not `Conv2D`
-            layers of the model.
+            `conv_config`, `layers` naming layers that are not `Conv2D`
+            layers of the model, or when no convolution is eligible (except
+            for `conv="standard"`).
 
     Example:
 
@@ -132,6 +133,7 @@ def convert(model, conv="hetconv", conv_config=None, layers=None):
         return clone
 
     new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    replacer.require_replacements(f"model '{model.name}'")
     for original, clone in copies:
         clone.set_weights(original.get_weights())
     report = ConversionReport(

@@ -86,6 +86,7 @@ def _eff_resnet(
         x = _common.classifier(x, classes, classifier_activation)
     else:
         x = _common.pool_features(x, pooling)
+    replace.require_replacements(f"model '{name}'")
     return _common.assemble(img_input, input_tensor, x, name, weights, pyramid_layers(depth_name))
 
 

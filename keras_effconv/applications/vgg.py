@@ -121,4 +121,5 @@ def EffVGG16(
         x = keras.layers.GlobalAveragePooling2D()(x)
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D()(x)
+    replace.require_replacements(f"model '{name}'")
     return _common.assemble(img_input, input_tensor, x, name, weights, PYRAMID_LAYERS)

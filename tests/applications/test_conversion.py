@@ -143,3 +143,13 @@ def test_bad_input():
         applications.convert(model, conv="winograd")
     with pytest.raises(ValueError, match="min_input_channels"):
         applications.convert(model, conv="hetconv", conv_config={"min_input_channels": 0})
+
+
+def test_a_recipe_that_replaces_nothing_is_an_error():
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(16, 3)])
+    with pytest.raises(ValueError, match="replaces no convolution"):
+        applications.convert(model, conv="hetconv")
+    with pytest.raises(ValueError, match="replaces no convolution"):
+        applications.EffResNet50(conv="hetconv", conv_config={"part": 3})
+    _, report = applications.convert(model, conv="standard")
+    assert report.replaced == []
