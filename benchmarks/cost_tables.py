@@ -1,0 +1,156 @@
+"""Cost tables: our analytic MAC/param counts next to the papers' numbers.
+
+(a) HetConv VGG-16 on CIFAR-10 (32x32, 10 classes) for part P in
+    {1, 2, 4, 8, 16, 32, 64} against Singh et al. (CVPR 2019), whose
+    "MFLOPs" are multiply-accumulates.
+(b) EffResNet50/101 and EffVGG16 at 224x224 for every conv type (default
+    recipes, nothing tuned) next to the standard network and each paper's
+    claim, plus HetConv VGG-16 at larger P, the range the paper's 3-8x
+    claim covers.
+
+Counts are backend independent (symbolic builds only). Usage:
+
+    KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/cost_tables.py [--out FILE]
+"""
+
+import argparse
+import datetime
+import os
+import sys
+
+import keras
+
+import keras_effconv
+from keras_effconv import applications
+from keras_effconv import profile
+
+HETCONV_VGG16_CIFAR_PAPER_MFLOPS = {1: 313.74, 2: 175.23, 4: 105.98, 8: 71.35, 16: 54.04, 32: 45.38, 64: 41.05}
+
+# What each paper claims for the whole network (DESIGN.md section 3 and issue 3).
+PAPER_CLAIMS = {
+    ("EffResNet50", "factorized"): "SIC: 845 M MACs (4.5x)",
+    ("EffResNet101", "factorized"): "SIC: 1172 M MACs (6.5x)",
+    ("EffVGG16", "factorized"): "SIC: 42x fewer",
+    ("EffVGG16", "hetconv"): "HetConv: 3-8x fewer (P=4..)",
+}
+
+NETWORKS = (
+    ("EffResNet50", applications.EffResNet50),
+    ("EffResNet101", applications.EffResNet101),
+    ("EffVGG16", applications.EffVGG16),
+)
+
+
+def hetconv_cifar_table():
+    lines = [
+        "| P | ours (M MACs) | paper (M) | difference | params |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    worst = 0.0
+    for part, paper in HETCONV_VGG16_CIFAR_PAPER_MFLOPS.items():
+        model = applications.EffVGG16(
+            input_shape=(32, 32, 3), classes=10, style="cifar", conv="hetconv", conv_config={"part": part}
+        )
+        result = profile(model)
+        ours = result.total_macs / 1e6
+        diff = ours / paper - 1
+        worst = max(worst, abs(diff))
+        lines.append(f"| {part} | {ours:.2f} | {paper:.2f} | {100 * diff:+.2f}% | {result.total_params:,} |")
+        print(f"  VGG-16 CIFAR P={part}: {ours:.2f} M vs paper {paper:.2f} M", file=sys.stderr)
+    return lines, worst
+
+
+def network_rows():
+    lines = [
+        "| network | conv | conv_config | MACs | params | MAC reduction | param reduction | replaced convs | paper claim |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for label, constructor in NETWORKS:
+        variants = [(conv, None) for conv in applications.CONV_TYPES]
+        if label == "EffVGG16":
+            variants += [("hetconv", {"part": part}) for part in (8, 16, 32)]
+        standard = None
+        for conv, config in variants:
+            model = constructor(conv=conv, conv_config=config)
+            result = profile(model)
+            replaced = sum(1 for layer in model.layers if _is_replacement(layer))
+            if conv == "standard":
+                standard = result
+            shown_config = config or applications.DEFAULT_CONV_CONFIGS[conv]
+            claim = PAPER_CLAIMS.get((label, conv), "") if config is None else ""
+            lines.append(
+                f"| {label} | {conv} | `{shown_config}` | {result.total_macs / 1e9:.3f} G | "
+                f"{result.total_params / 1e6:.2f} M | {standard.total_macs / result.total_macs:.2f}x | "
+                f"{standard.total_params / result.total_params:.2f}x | {replaced} | {claim} |"
+            )
+            print(f"  {label} {conv} {config}: {result.total_macs / 1e9:.3f} G MACs", file=sys.stderr)
+            keras.backend.clear_session()
+    return lines
+
+
+def _is_replacement(layer):
+    return type(layer).__module__.startswith("keras_effconv") or isinstance(layer, keras.layers.SeparableConv2D)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cost_tables.md"))
+    args = parser.parse_args(argv)
+
+    hetconv_lines, worst = hetconv_cifar_table()
+    network_lines = network_rows()
+    text = "\n".join(
+        [
+            "# Cost tables (analytic counts, `keras_effconv.profile`)",
+            "",
+            f"Generated {datetime.date.today()} by `benchmarks/cost_tables.py`, keras_effconv "
+            f"{keras_effconv.__version__}, Keras {keras.__version__}. MACs for one image; "
+            "1 MAC = 2 FLOPs; every kernel tap counts (also on `same` padding); bias, BN, "
+            "activations and pooling count 0.",
+            "",
+            "## (a) HetConv VGG-16 on CIFAR-10 (32x32), against Singh et al. 2019",
+            "",
+            "`EffVGG16(style=\"cifar\", classes=10, conv=\"hetconv\", conv_config={\"part\": P})`: "
+            "13 3x3 convs with BN, `Dense(512)`, `Dense(10)`; every conv except the first "
+            "(3 input channels) is a HetConv. The paper's counts include one addition per "
+            "conv output for the bias (0.28 M), which ours leave out.",
+            "",
+            *hetconv_lines,
+            "",
+            f"Largest difference: {100 * worst:.2f}%.",
+            "",
+            "## (b) ImageNet networks (224x224, 1000 classes), default recipes",
+            "",
+            "Recipe: every k x k convolution except the stem (see "
+            "`keras_effconv/applications/conv_types.py`); 1x1 convolutions, the stem and the "
+            "classifier stay standard. \"replaced convs\" counts the efficient layers.",
+            "",
+            *network_lines,
+            "",
+            "### Gaps to the papers' claims",
+            "",
+            "- **SIC (factorized)**: the claims (ResNet-50 845 M, ResNet-101 1172 M, VGG 42x) "
+            "come from networks redesigned around SIC units, with topological subdivisioning of "
+            "the 1x1 projections and the spatial bottleneck. Our default recipe swaps each 3x3 "
+            "convolution for one SIC unit and keeps the bottleneck 1x1 convolutions (about half "
+            "of ResNet-50's MACs) standard: ResNet-50 lands at 2.23 G (1.73x), ResNet-101 at "
+            "4.20 G (1.80x), not 845 M / 1172 M. On VGG-16 the dense 1x1 projection inside each "
+            "SIC unit remains, which bounds the saving at 7.79x instead of 42x. We did not tune "
+            "a recipe to reach the papers' numbers; `FactorizedConv2D(topology=..., "
+            "spatial_bottleneck=True)` is available through `conv_config` for closer variants.",
+            "- **HetConv**: VGG-16 saves 2.92x at P=4 up to 6.64x at P=32 (the paper's 3-8x "
+            "range; the CIFAR table above matches the paper within 1%). On ResNet-50 only the "
+            "3x3 convolutions are heterogeneous, so the saving is 1.47x.",
+            "- IGC, CompConv and depthwise-separable replacements have no whole-network claim "
+            "in DESIGN.md; their rows are measurements only.",
+            "",
+        ]
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
