@@ -23,16 +23,8 @@ import keras
 import keras_effconv
 from keras_effconv import applications
 from keras_effconv import profile
-
-HETCONV_VGG16_CIFAR_PAPER_MFLOPS = {1: 313.74, 2: 175.23, 4: 105.98, 8: 71.35, 16: 54.04, 32: 45.38, 64: 41.05}
-
-# What each paper claims for the whole network (DESIGN.md section 3 and issue 3).
-PAPER_CLAIMS = {
-    ("EffResNet50", "factorized"): "SIC: 845 M MACs (4.5x)",
-    ("EffResNet101", "factorized"): "SIC: 1172 M MACs (6.5x)",
-    ("EffVGG16", "factorized"): "SIC: 42x fewer",
-    ("EffVGG16", "hetconv"): "HetConv: 3-8x fewer (P=4..)",
-}
+from keras_effconv.profiling.papers import HETCONV_VGG16_CIFAR10_MMACS
+from keras_effconv.profiling.papers import IMAGENET_CLAIMS
 
 NETWORKS = (
     ("EffResNet50", applications.EffResNet50),
@@ -47,7 +39,7 @@ def hetconv_cifar_table():
         "|---:|---:|---:|---:|---:|",
     ]
     worst = 0.0
-    for part, paper in HETCONV_VGG16_CIFAR_PAPER_MFLOPS.items():
+    for part, paper in HETCONV_VGG16_CIFAR10_MMACS.items():
         model = applications.EffVGG16(
             input_shape=(32, 32, 3), classes=10, style="cifar", conv="hetconv", conv_config={"part": part}
         )
@@ -77,7 +69,7 @@ def network_rows():
             if conv == "standard":
                 standard = result
             shown_config = config or applications.DEFAULT_CONV_CONFIGS[conv]
-            claim = PAPER_CLAIMS.get((label, conv), "") if config is None else ""
+            claim = IMAGENET_CLAIMS.get((label, conv), "") if config is None else ""
             lines.append(
                 f"| {label} | {conv} | `{shown_config}` | {result.total_macs / 1e9:.3f} G | "
                 f"{result.total_params / 1e6:.2f} M | {standard.total_macs / result.total_macs:.2f}x | "

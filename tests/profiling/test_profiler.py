@@ -12,6 +12,7 @@ from keras_effconv import applications
 from keras_effconv import layers
 from keras_effconv import profile
 from keras_effconv.profiling import measure_latency
+from keras_effconv.profiling.papers import HETCONV_VGG16_CIFAR10_MMACS
 
 
 def single_layer_macs(layer, input_shape):
@@ -177,3 +178,11 @@ def test_builtin_layers_agree_with_xla():
     outputs = keras.layers.Dense(10, use_bias=False)(x)
     model = keras.Model(inputs, outputs)
     assert xla_macs(model, (32, 32, 16)) == pytest.approx(profile(model).total_macs, rel=0.01)
+
+
+@pytest.mark.parametrize("part", sorted(HETCONV_VGG16_CIFAR10_MMACS))
+def test_hetconv_vgg16_cifar10_matches_the_paper_within_one_percent(part):
+    model = applications.EffVGG16(
+        input_shape=(32, 32, 3), classes=10, style="cifar", conv="hetconv", conv_config={"part": part}
+    )
+    assert profile(model).total_macs / 1e6 == pytest.approx(HETCONV_VGG16_CIFAR10_MMACS[part], rel=0.01)

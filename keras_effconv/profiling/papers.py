@@ -1,0 +1,14 @@
+"""Whole-network costs as the papers print them, for comparison tables and tests."""
+
+# Singh et al., HetConv (CVPR 2019), VGG-16 on CIFAR-10: part P -> "MFLOPs",
+# which are multiply-accumulates (millions) including one addition per conv
+# output for the bias.
+HETCONV_VGG16_CIFAR10_MMACS = {1: 313.74, 2: 175.23, 4: 105.98, 8: 71.35, 16: 54.04, 32: 45.38, 64: 41.05}
+
+# Claims for whole ImageNet networks: (network, conv) -> text.
+IMAGENET_CLAIMS = {
+    ("EffResNet50", "factorized"): "SIC: 845 M MACs (4.5x)",
+    ("EffResNet101", "factorized"): "SIC: 1172 M MACs (6.5x)",
+    ("EffVGG16", "factorized"): "SIC: 42x fewer",
+    ("EffVGG16", "hetconv"): "HetConv: 3-8x fewer (P=4..)",
+}
