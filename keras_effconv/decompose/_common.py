@@ -1,0 +1,179 @@
+"""Shared steps of the depthwise and channel decompositions."""
+
+import numpy as np
+
+import keras
+
+from keras_effconv.decompose import _graph
+from keras_effconv.decompose import _stats
+from keras_effconv.decompose.report import DecompositionReport
+from keras_effconv.decompose.report import LayerReport
+
+
+def ineligibility(layer):
+    """Why `layer` cannot be decomposed, or None if it can."""
+    if type(layer) is not keras.layers.Conv2D:
+        return f"it is a {type(layer).__name__}, not a keras.layers.Conv2D"
+    if layer.groups != 1:
+        return f"it has groups={layer.groups} (only groups=1 is decomposed)"
+    if layer.kernel_size[0] * layer.kernel_size[1] == 1:
+        return "its kernel is 1x1 (only k x k kernels with k > 1 are decomposed)"
+    return None
+
+
+def select_layers(model, layers):
+    """The Conv2D layers to decompose, validated (order: `model.layers`, depth first)."""
+    leaves = _graph.leaf_layers(model)
+    eligible = [layer for layer in leaves if ineligibility(layer) is None]
+    if layers is None:
+        if not eligible:
+            raise ValueError(
+                f"Invalid value for argument `model`: model '{model.name}' has no "
+                "layer that can be decomposed; expected at least one "
+                "keras.layers.Conv2D with groups=1 and a kernel larger than 1x1"
+            )
+        return eligible
+    if isinstance(layers, (str, keras.layers.Layer)):
+        layers = [layers]
+    try:
+        layers = list(layers)
+    except TypeError:
+        raise ValueError(
+            "Invalid value for argument `layers`: expected None or a list of "
+            f"layer names or layers. Received: layers={layers!r}"
+        ) from None
+    if not layers:
+        raise ValueError(
+            "Invalid value for argument `layers`: expected None or a non-empty "
+            "list of layer names or layers. Received: layers=[]"
+        )
+    names = [layer.name for layer in eligible]
+    selected = []
+    for item in layers:
+        if isinstance(item, keras.layers.Layer):
+            matches = [layer for layer in leaves if layer is item]
+            label = item.name
+        elif isinstance(item, str):
+            matches = [layer for layer in leaves if layer.name == item]
+            label = item
+        else:
+            raise ValueError(
+                "Invalid value for argument `layers`: entries must be layer "
+                f"names or layers. Received the entry {item!r}"
+            )
+        if not matches:
+            raise ValueError(
+                f"Invalid value for argument `layers`: model '{model.name}' has "
+                f"no layer {label!r}. Layers that can be decomposed: {names}"
+            )
+        if len(matches) > 1:
+            raise ValueError(
+                f"Invalid value for argument `layers`: the name {label!r} is used "
+                "by several layers of nested models; pass the layer objects instead"
+            )
+        reason = ineligibility(matches[0])
+        if reason is not None:
+            raise ValueError(
+                f"Invalid value for argument `layers`: layer {label!r} cannot be "
+                f"decomposed because {reason}. Layers that can be decomposed: {names}"
+            )
+        if all(matches[0] is not s for s in selected):
+            selected.append(matches[0])
+    return selected
+
+
+def check_choice(value, name, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected one of {allowed}. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def conv_geometry(conv):
+    kh, kw, m, n = conv.kernel.shape
+    return kh, kw, m, n
+
+
+def output_pixels(model, layers):
+    """`{id(layer): output positions summed over all its calls, or None}` for conv layers."""
+    result = {id(layer): 0 for layer in layers}
+    for layer, _, out_shape in _graph.call_shapes(model):
+        key = id(layer)
+        if key in result and result[key] is not None:
+            spatial = out_shape[1:3] if layer.data_format == "channels_last" else out_shape[2:4]
+            result[key] = None if any(s is None for s in spatial) else result[key] + int(np.prod(spatial))
+    return result
+
+
+def set_conv_weights(layer, kernel, bias=None):
+    weights = [np.asarray(kernel, dtype=layer.kernel.dtype)]
+    if layer.use_bias:
+        weights.append(np.asarray(bias, dtype=layer.bias.dtype))
+    layer.set_weights(weights)
+
+
+def output_errors(model, new_model, order, chains, calls, batches):
+    """Relative output error of every replaced layer on `batches` (see LayerReport)."""
+    sq_err = {id(layer): 0.0 for layer in order}
+    sq_ref = {id(layer): 0.0 for layer in order}
+    for x in batches:
+        originals = _graph.capture_inputs(model, x, {id(l): calls[id(l)] for l in order})
+        news = _graph.capture_inputs(
+            new_model, x, {id(chains[id(l)][0]): calls[id(l)] for l in order}
+        )
+        for layer in order:
+            chain = chains[id(layer)]
+            for xo, xn in zip(originals[id(layer)], news[id(chain[0])]):
+                y = _stats.to_numpy(_stats.linear_output(layer, xo)).astype(np.float64)
+                y_hat = _stats.to_numpy(_stats.chain_linear_output(chain, xn))
+                sq_err[id(layer)] += float(np.sum((y - y_hat) ** 2))
+                sq_ref[id(layer)] += float(np.sum(y**2))
+    return {
+        key: float(np.sqrt(sq_err[key] / sq_ref[key])) if sq_ref[key] > 0 else float(np.sqrt(sq_err[key]))
+        for key in sq_err
+    }
+
+
+def relative_error(reference, approximation):
+    norm = np.linalg.norm(reference)
+    diff = np.linalg.norm(reference - approximation)
+    return float(diff / norm) if norm > 0 else float(diff)
+
+
+def make_report(method, model, new_model, order, chains, entries, errors):
+    """Builds the DecompositionReport; `entries[id(layer)]` = (rank, kernel error)."""
+    spatial_old = output_pixels(model, order)
+    layers = []
+    for layer in order:
+        chain = chains[id(layer)]
+        kh, kw, m, n = conv_geometry(layer)
+        rank, kernel_error = entries[id(layer)]
+        pixels = spatial_old[id(layer)]
+        per_pixel_before = kh * kw * m * n
+        per_pixel_after = sum(int(np.prod(l.kernel.shape)) for l in chain)
+        layers.append(
+            LayerReport(
+                name=layer.name,
+                new_layers=tuple(l.name for l in chain),
+                kernel_size=(kh, kw),
+                in_channels=m,
+                out_channels=n,
+                rank=int(rank),
+                kernel_error=float(kernel_error),
+                output_error=None if errors is None else errors[id(layer)],
+                macs_before=None if pixels is None else pixels * per_pixel_before,
+                macs_after=None if pixels is None else pixels * per_pixel_after,
+                params_before=int(layer.count_params()),
+                params_after=int(sum(l.count_params() for l in chain)),
+            )
+        )
+    return DecompositionReport(
+        method=method,
+        layers=layers,
+        model_macs_before=_graph.model_macs(model),
+        model_macs_after=_graph.model_macs(new_model),
+        model_params_before=int(model.count_params()),
+        model_params_after=int(new_model.count_params()),
+    )

@@ -1,0 +1,337 @@
+"""Model surgery for the decompositions: rebuild, run layer by layer, count MACs.
+
+A Functional or Sequential model (nested ones included, at any depth) is
+rebuilt leaf layer by leaf layer: every leaf layer gets a fresh copy made
+from its config, then its weights are copied over, so the input model is
+never touched (not even a new graph node is added to it). A selected layer
+can instead be replaced by a chain of new layers. Nested models stay nested.
+
+Eager execution "layer by layer" (`run_graph`) lets the decompositions read
+the input of any layer, also inside nested models, without building probe
+models: Keras 3's own graph executor (`Function._run_through_graph`, the
+routine `Functional.call` and `keras.models.clone_model` use) is driven with
+a custom call function.
+"""
+
+import math
+
+import keras
+from keras import ops
+from keras import tree
+
+
+class _Stop(Exception):
+    """Raised by a call hook to end a layer-by-layer run early."""
+
+
+def is_sequential(layer):
+    return isinstance(layer, keras.Sequential)
+
+
+def is_functional(layer):
+    # `Functional` is not exported by Keras; its graph bookkeeping is what we need.
+    return (
+        isinstance(layer, keras.Model)
+        and not is_sequential(layer)
+        and getattr(layer, "_nodes_by_depth", None) is not None
+        and hasattr(layer, "_run_through_graph")
+    )
+
+
+def is_container(layer):
+    return is_sequential(layer) or is_functional(layer)
+
+
+def check_model(model):
+    if not is_container(model):
+        raise ValueError(
+            "Invalid value for argument `model`: expected a built Functional or "
+            "Sequential `keras.Model` (subclassed models have no graph to "
+            f"rebuild). Received: model={model!r} of type {type(model).__name__}"
+        )
+    if not model.built or not model.inputs:
+        raise ValueError(
+            "Invalid value for argument `model`: the model must be built with "
+            "a known input (e.g. start a Sequential model with `keras.Input`). "
+            f"Received the unbuilt model '{model.name}'"
+        )
+
+
+def leaf_layers(model):
+    """All distinct non-container layers, depth first in `model.layers` order."""
+    seen, result = set(), []
+
+    def visit(container):
+        for layer in container.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if is_container(layer):
+                visit(layer)
+            else:
+                result.append(layer)
+
+    visit(model)
+    return result
+
+
+def all_layer_names(model):
+    names = set()
+
+    def visit(container):
+        names.add(container.name)
+        for layer in container.layers:
+            names.add(layer.name)
+            if is_container(layer):
+                visit(layer)
+
+    visit(model)
+    return names
+
+
+def run_graph(model, inputs, call):
+    """Runs `model` on `inputs`, computing every leaf layer with `call(layer, args, kwargs)`.
+
+    Works with real tensors (eager) and with `KerasTensor`s (symbolic).
+    Nested containers are entered, not called, so `call` sees every leaf.
+    """
+    if is_sequential(model):
+        x = inputs
+        for layer in model.layers:
+            x = run_graph(layer, x, call) if is_container(layer) else call(layer, (x,), {})
+        return x
+
+    def call_fn(op, *args, **kwargs):
+        if is_container(op):
+            return run_graph(op, args[0], call)
+        return call(op, args, kwargs)
+
+    return model._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call_fn)
+
+
+def input_structure(model):
+    """The model's input KerasTensors in the structure `model(...)` expects."""
+    if is_sequential(model):
+        return model.inputs[0]
+    return model.input
+
+
+def model_inputs(model, x):
+    """Converts a batch (array or structure of arrays) to the model's input dtypes."""
+    flat = tree.flatten(x)
+    specs = model.inputs
+    converted = [ops.convert_to_tensor(v, dtype=s.dtype) for v, s in zip(flat, specs)]
+    return converted[0] if len(converted) == 1 else converted
+
+
+def capture_inputs(model, x, targets):
+    """Runs `model` eagerly on `x` and returns `{id(layer): [input per call]}`.
+
+    `targets` maps `id(layer)` to the number of calls to wait for; the run
+    stops as soon as every target has been called that often.
+    """
+    pending = dict(targets)
+    captured = {key: [] for key in targets}
+
+    def call(layer, args, kwargs):
+        key = id(layer)
+        if key in pending:
+            captured[key].append(args[0])
+            pending[key] -= 1
+            if pending[key] == 0:
+                del pending[key]
+            if not pending:
+                raise _Stop
+        return layer(*args, **kwargs)
+
+    try:
+        run_graph(model, model_inputs(model, x), call)
+    except _Stop:
+        pass
+    return captured
+
+
+class Replacement:
+    """A chain of new layers standing for one original layer in a rebuilt model."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def clone_layer(layer):
+    return layer.__class__.from_config(layer.get_config())
+
+
+def rebuild(model, replace):
+    """Rebuilds `model` with fresh layers, replacing some of them.
+
+    Args:
+        model: a built Functional or Sequential model.
+        replace: callable `layer -> list of new layers or None`; `None`
+            clones the layer and copies its weights, a list replaces it by
+            that chain (their weights are the caller's job).
+
+    Returns:
+        `(new_model, chains, order, calls)`: `chains` maps `id(old layer)` to
+        its replacement chain, `order` lists the replaced layers in
+        topological order of their first call, `calls` maps `id(old layer)`
+        to its number of calls in one forward pass.
+    """
+    memo = {}
+    copies = []
+    chains = {}
+    order = []
+    calls = {}
+
+    def convert(layer):
+        key = id(layer)
+        if key not in memo:
+            if is_container(layer):
+                memo[key] = rebuild_container(layer)
+            else:
+                chain = replace(layer)
+                if chain is None:
+                    new = clone_layer(layer)
+                    copies.append((layer, new))
+                    memo[key] = new
+                else:
+                    chains[key] = list(chain)
+                    memo[key] = Replacement(chain)
+        return memo[key]
+
+    def note_call(layer):
+        key = id(layer)
+        if key in chains:
+            if key not in calls:
+                order.append(layer)
+            calls[key] = calls.get(key, 0) + 1
+
+    def rebuild_container(container):
+        if is_sequential(container):
+            reference = container.inputs[0]
+            new_layers = []
+            for layer in container.layers:
+                new = convert(layer)
+                if not is_container(layer):
+                    note_call(layer)
+                new_layers.extend(new.layers if isinstance(new, Replacement) else [new])
+            new_model = keras.Sequential(
+                [keras.Input(batch_shape=reference.shape, dtype=reference.dtype)] + new_layers,
+                name=container.name,
+            )
+        else:
+            new_inputs = tree.map_structure(
+                lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name),
+                container.input,
+            )
+
+            def call_fn(op, *args, **kwargs):
+                new = convert(op)
+                if not is_container(op):
+                    note_call(op)
+                return new(*args, **kwargs)
+
+            outputs = container._run_through_graph(
+                new_inputs, operation_fn=lambda op: op, call_fn=call_fn
+            )
+            new_model = keras.Model(new_inputs, outputs, name=container.name)
+        new_model.trainable = container.trainable
+        return new_model
+
+    new_model = rebuild_container(model)
+    for old, new in copies:
+        new.set_weights(old.get_weights())
+    return new_model, chains, order, calls
+
+
+def unique_name(base, taken):
+    name, i = base, 1
+    while name in taken:
+        name = f"{base}_{i}"
+        i += 1
+    taken.add(name)
+    return name
+
+
+# ----------------------------------------------------------------------------
+# Analytic cost (1 MAC = one multiply-accumulate = 2 FLOPs; biases excluded)
+# ----------------------------------------------------------------------------
+
+
+def _spatial(shape, data_format):
+    return shape[1:-1] if data_format == "channels_last" else shape[2:]
+
+
+def layer_macs(layer, input_shape, output_shape):
+    """MACs of one call of a leaf layer for ONE sample, or None if unknown."""
+    if hasattr(layer, "compute_macs"):
+        return int(layer.compute_macs(input_shape))
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        per_pixel = math.prod(layer.depthwise_kernel.shape) + math.prod(
+            layer.pointwise_kernel.shape
+        )
+        spatial = _spatial(output_shape, layer.data_format)
+    elif isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Conv1DTranspose, keras.layers.Conv3DTranspose)):
+        per_pixel = math.prod(layer.kernel.shape)
+        spatial = _spatial(input_shape, layer.data_format)
+    elif isinstance(
+        layer,
+        (
+            keras.layers.Conv1D,
+            keras.layers.Conv2D,
+            keras.layers.Conv3D,
+            keras.layers.DepthwiseConv1D,
+            keras.layers.DepthwiseConv2D,
+        ),
+    ):
+        kernel = layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel
+        per_pixel = math.prod(kernel.shape)
+        spatial = _spatial(output_shape, layer.data_format)
+    elif isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
+        per_pixel = math.prod(layer.kernel.shape)
+        spatial = input_shape[1:-1] if isinstance(layer, keras.layers.Dense) else ()
+    else:
+        return 0
+    if any(s is None for s in spatial):
+        return None
+    return int(per_pixel * math.prod(spatial))
+
+
+def call_shapes(model):
+    """`[(leaf layer, input shape, output shape)]` for every call, from a symbolic walk.
+
+    Uses `compute_output_spec`, which creates no graph nodes, so the model is
+    left untouched.
+    """
+    records = []
+
+    def call(layer, args, kwargs):
+        out = layer.compute_output_spec(*args, **kwargs)
+        first_in = tree.flatten(args[0])[0] if args else None
+        first_out = tree.flatten(out)[0]
+        records.append(
+            (layer, None if first_in is None else tuple(first_in.shape), tuple(first_out.shape))
+        )
+        return out
+
+    inputs = tree.map_structure(
+        lambda t: keras.KerasTensor(t.shape, dtype=t.dtype), input_structure(model)
+    )
+    run_graph(model, inputs, call)
+    return records
+
+
+def model_macs(model):
+    """Analytic MACs for one sample of every conv / dense call in `model` (None if unknown)."""
+    total = 0
+    for layer, in_shape, out_shape in call_shapes(model):
+        macs = layer_macs(layer, in_shape, out_shape)
+        if macs is None:
+            return None
+        total += macs
+    return total
