@@ -195,9 +195,9 @@ def test_imagenet_weights_are_refused_without_download(name, monkeypatch):
         ({"conv": "hetconv2"}, "conv"),
         ({"conv_config": {"parts": 4}}, "unknown argument"),
         ({"conv_config": [4]}, "conv_config"),
-        ({"include_top": True, "input_shape": (None, None, 3)}, ""),
+        ({"include_top": True, "input_shape": (None, None, 3)}, "static"),
         ({"include_top": False, "input_shape": (16, 16, 3)}, "at least 32"),
-        ({"classifier_activation": "no_such_activation"}, ""),
+        ({"classifier_activation": "no_such_activation"}, "activation"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, match):
