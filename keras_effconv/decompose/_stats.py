@@ -19,11 +19,17 @@ _CHUNK_ELEMENTS = 2**21
 
 def to_numpy(x):
     if hasattr(x, "detach"):  # torch tensors, also when KERAS_BACKEND differs
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16
+            x = x.float()
+        x = x.numpy()
     try:
-        return np.asarray(x)
+        x = np.asarray(x)
     except Exception:  # backend tensors that need Keras' own conversion
-        return np.asarray(ops.convert_to_numpy(x))
+        x = np.asarray(ops.convert_to_numpy(x))
+    if x.dtype.name == "bfloat16":  # ml_dtypes arrays from TF / JAX
+        x = x.astype(np.float32)
+    return x
 
 
 def _is_array(x):
@@ -237,7 +243,10 @@ class Moments:
 
 
 def linear_output(layer, x):
-    """Output of a Conv2D / DepthwiseConv2D without its activation."""
+    """Output of a Conv2D / DepthwiseConv2D without its activation, in float32."""
+    # Mixed-precision models feed float16/bfloat16 inputs; errors are measured
+    # against float32 math with the float32 weights.
+    x = ops.cast(x, "float32")
     kwargs = dict(
         strides=layer.strides,
         padding=layer.padding,

@@ -449,3 +449,22 @@ def test_rejects_subclassed_and_unbuilt_models():
         depthwise_decompose(net)
     with pytest.raises(ValueError, match="built"):
         depthwise_decompose(keras.Sequential([keras.layers.Conv2D(2, 3)]))
+
+
+def test_mixed_precision_model(rng):
+    def build(dtype):
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(6, 3, padding="same", dtype=dtype, name="conv")(inputs)
+        return keras.Model(inputs, keras.layers.Conv2D(4, 3, dtype=dtype, name="head")(x))
+
+    model, reference_model = build("mixed_bfloat16"), build("float32")
+    data = rng.standard_normal((8, 8, 8, 3)).astype("float32")
+    new_model, report = depthwise_decompose(model, rank=2, method="data", data=data)
+    _, expected = depthwise_decompose(reference_model, rank=2, method="data", data=data)
+    dw = new_model.get_layer("conv_dw")
+    assert dw.dtype_policy.name == "mixed_bfloat16" and dw.kernel.dtype == "float32"
+    # bfloat16 activations only add rounding noise to the float32 fit.
+    for r, e in zip(report.layers, expected.layers):
+        assert abs(r.output_error - e.output_error) < 0.05, (r.output_error, e.output_error)
+    assert tuple(new_model(data).shape) == (8, 6, 6, 4)
