@@ -1,5 +1,6 @@
 """The `keras-effconv` command line.
 
+    keras-effconv train --model eff_resnet20 --conv hetconv --dataset fashion_mnist --epochs 10 --out runs/het
     keras-effconv profile eff_resnet50 --conv hetconv
     keras-effconv profile my_model.keras --input-shape 224,224,3 --layers
 
@@ -83,13 +84,91 @@ def _profile_command(args):
     print(result.summary())
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _train_command(args):
+    from keras_effconv.training import TrainConfig
+    from keras_effconv.training import train
+
+    config = TrainConfig(
+        model=args.model,
+        conv=args.conv,
+        conv_config=args.conv_config,
+        dataset=args.dataset,
+        data_path=args.data_path,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        subset=args.subset,
+        learning_rate=args.learning_rate,
+        mixed_precision=args.mixed_precision,
+        jit_compile=args.jit_compile,
+        distribute=args.distribute,
+        export=args.export,
+        seed=args.seed,
+    )
+    metrics = train(config, args.out, overwrite=args.overwrite)
+    print(
+        f"{metrics['model']} conv={metrics['conv']} on {metrics['dataset']} ({metrics['train_images']} train images, "
+        f"{metrics['epochs']} epochs, {metrics['backend']}): test accuracy {metrics['test_accuracy']:.4f} on "
+        f"{metrics['test_images']} test images"
+    )
+    print(
+        f"MACs {metrics['macs'] / 1e6:.2f} M vs {metrics['standard_macs'] / 1e6:.2f} M standard "
+        f"({metrics['standard_macs'] / metrics['macs']:.2f}x fewer); params {metrics['params']:,} vs "
+        f"{metrics['standard_params']:,}; trained in {metrics['train_seconds']:.0f} s"
+    )
+    if "export" in metrics:
+        print(f"LiteRT export: {os.path.join(args.out, 'model.tflite')}")
+    print(f"results in {args.out}/ (metrics.json, model.keras, curves.png, history.csv, checkpoints/, tensorboard/)")
+
+
 def make_parser():
     from keras_effconv.applications import CONV_TYPES
 
     parser = argparse.ArgumentParser(
-        prog="keras-effconv", description="Efficient convolutions for Keras 3: profile networks."
+        prog="keras-effconv", description="Efficient convolutions for Keras 3: train and profile networks."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    from keras_effconv.applications import MODELS
+    from keras_effconv.datasets import DATASETS
+
+    tr = commands.add_parser("train", help="train a network with model.fit (resumable)")
+    tr.add_argument("--model", default="eff_resnet20", choices=sorted(MODELS), help="network (default eff_resnet20)")
+    tr.add_argument("--conv", default="hetconv", choices=CONV_TYPES, help="efficient convolution (default hetconv)")
+    tr.add_argument("--conv-config", type=_parse_json_dict, default=None, help="method arguments as JSON")
+    tr.add_argument("--dataset", default="fashion_mnist", choices=DATASETS, help="training data (default fashion_mnist)")
+    tr.add_argument("--data-path", default=None, help="data location (required for image_folder)")
+    tr.add_argument("--epochs", type=_positive_int, default=10)
+    tr.add_argument("--out", required=True, help="output directory; re-run the same command to resume")
+    tr.add_argument("--subset", type=_positive_int, default=None, help="use only N training images")
+    tr.add_argument("--batch-size", type=_positive_int, default=128)
+    tr.add_argument("--learning-rate", type=_positive_float, default=2e-3)
+    tr.add_argument("--mixed-precision", action="store_true", help="mixed_bfloat16")
+    tr.add_argument("--jit-compile", action="store_true", help="XLA (always on for JAX)")
+    tr.add_argument("--distribute", action="store_true", help="data-parallel over all local devices (jax, tensorflow)")
+    tr.add_argument("--export", action="store_true", help="also write a verified model.tflite")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--overwrite", action="store_true", help="replace the results of a finished run in --out")
+    tr.set_defaults(handler=_train_command)
 
     prof = commands.add_parser("profile", help="MACs and parameters of a network, per layer and in total")
     prof.add_argument("model", help="eff_resnet20, eff_resnet56, eff_resnet50, eff_resnet101, eff_resnet152, "

@@ -1,0 +1,302 @@
+"""The training recipe behind `keras-effconv train`: plain `model.fit`, resumable.
+
+Recipe: Keras' own augmentation layers (random horizontal flip and
+translation by up to 10%) in the `tf.data` pipeline, AdamW with cosine
+learning-rate decay, label smoothing 0.1, batch 128. Every epoch writes a
+`.keras` checkpoint and a `BackupAndRestore` backup, so an interrupted run
+started again with the same command continues after the last completed epoch
+with the same weights, optimizer state and epoch counter.
+
+Files in the output directory:
+
+    metrics.json        test_accuracy, test_loss, macs, params, epochs, train_seconds, backend, ...
+    model.keras         the trained model (written atomically)
+    curves.png          loss and accuracy per epoch (train and test)
+    history.csv         CSVLogger log (appended across resumed sessions)
+    checkpoints/        epoch_001.keras, ...
+    tensorboard/        TensorBoard logs
+    backup/             BackupAndRestore state while a run is unfinished
+    model.tflite        with `export=True` (verified LiteRT export)
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+
+from keras_effconv import applications
+from keras_effconv import profile
+from keras_effconv.datasets import DATASETS
+from keras_effconv.datasets import load_dataset
+from keras_effconv.training.distribute import data_parallel_scope
+
+# ImageNet-sized networks need at least 32x32 inputs; smaller images are resized.
+_MIN_SIZE = {"eff_resnet50": 32, "eff_resnet101": 32, "eff_resnet152": 32, "eff_vgg16": 32}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run (the CLI's arguments).
+
+    Attributes:
+        model: a name from `keras_effconv.applications.MODELS`.
+        conv: one of `keras_effconv.applications.CONV_TYPES`.
+        conv_config: optional method arguments.
+        dataset: `"fashion_mnist"`, `"cifar10"` or `"image_folder"`.
+        data_path: optional data location (required for image folders).
+        epochs: number of epochs.
+        batch_size: global batch size.
+        subset: optional number of training images to use.
+        learning_rate: peak learning rate of the cosine schedule.
+        weight_decay: AdamW weight decay.
+        label_smoothing: label smoothing of the cross-entropy.
+        augment: random flip and translation during training.
+        mixed_precision: train under `"mixed_bfloat16"` (CPU-friendly).
+        jit_compile: compile the train step with XLA (always on for JAX,
+            whose non-jitted training is impractically slow).
+        distribute: data-parallel over all local devices.
+        export: write a verified `model.tflite` at the end.
+        seed: seed of weights, subset and shuffling.
+        max_test_images: optional cap on the test split (quick checks only).
+    """
+
+    model: str = "eff_resnet20"
+    conv: str = "hetconv"
+    conv_config: dict = None
+    dataset: str = "fashion_mnist"
+    data_path: str = None
+    epochs: int = 10
+    batch_size: int = 128
+    subset: int = None
+    learning_rate: float = 2e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    augment: bool = True
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    distribute: bool = False
+    export: bool = False
+    seed: int = 0
+    max_test_images: int = None
+
+    def validate(self):
+        """Raises ValueError naming the first bad field."""
+        if self.model not in applications.MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(applications.MODELS)}")
+        if self.conv not in applications.CONV_TYPES:
+            raise ValueError(f"unknown conv {self.conv!r}; choose one of {list(applications.CONV_TYPES)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {list(DATASETS)}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("subset", "max_test_images"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+
+def _atomic_write_text(path, text):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _atomic_save_model(model, path):
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def augmentation_layers(data_format=None):
+    """Keras' own augmentation layers used by the recipe (train split only)."""
+    return [
+        keras.layers.RandomFlip("horizontal", data_format=data_format),
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", data_format=data_format),
+    ]
+
+
+def _pipelines(data, config):
+    import tensorflow as tf
+
+    train = data.train.shuffle(min(data.train_size, 20000), seed=config.seed, reshuffle_each_iteration=True)
+    train = train.batch(config.batch_size, drop_remainder=config.distribute)
+    if config.augment:
+        augment = keras.Sequential(augmentation_layers())
+        train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    test = data.test
+    if config.max_test_images:
+        test = test.take(config.max_test_images)
+    return train.prefetch(tf.data.AUTOTUNE), test.batch(256).prefetch(tf.data.AUTOTUNE)
+
+
+def build_model(config, input_shape, num_classes):
+    """The network of `config` for `input_shape` and `num_classes`."""
+    return applications.MODELS[config.model](
+        input_shape=input_shape,
+        classes=num_classes,
+        conv=config.conv,
+        conv_config=config.conv_config,
+        weights=None,
+    )
+
+
+def _compile(model, config, steps_per_epoch):
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch)
+    )
+    jit = True if keras.backend.backend() == "jax" else bool(config.jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=jit,
+    )
+
+
+def plot_curves(history_csv, path):
+    """Draws loss and accuracy per epoch from a CSVLogger file with matplotlib."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(history_csv, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, [float(r[metric]) for r in rows], "o-", label="train")
+        if rows and f"val_{metric}" in rows[0]:
+            ax.plot(epochs, [float(r[f"val_{metric}"]) for r in rows], "s-", label="test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
+    """Trains `config.model` with `model.fit` and writes the run to `out_dir`.
+
+    Args:
+        config: a `TrainConfig`.
+        out_dir: output directory (created if needed). If it holds an
+            unfinished run (a `backup/` folder), training resumes from it.
+        callbacks: extra Keras callbacks.
+        overwrite: allow replacing the results of a finished run in
+            `out_dir`; otherwise that is refused and nothing is touched.
+        verbose: `model.fit` verbosity (Keras' progress bar by default).
+
+    Returns:
+        The metrics dict written to `out_dir/metrics.json`.
+
+    Raises:
+        ValueError: for a bad config, or a finished run in `out_dir` without
+            `overwrite`.
+        FileNotFoundError: if the dataset is not available locally.
+
+    Example:
+
+    >>> config = TrainConfig(model="eff_resnet20", conv="hetconv", epochs=1, subset=2000)
+    >>> metrics = train(config, "runs/quick")  # doctest: +SKIP
+    """
+    config.validate()
+    metrics_path = os.path.join(out_dir, "metrics.json")
+    backup_dir = os.path.join(out_dir, "backup")
+    if os.path.exists(metrics_path) and not os.path.exists(backup_dir) and not overwrite:
+        raise ValueError(f"{out_dir} already holds a finished run (metrics.json); use another --out or --overwrite")
+
+    min_size = _MIN_SIZE.get(config.model)
+    data = load_dataset(config.dataset, path=config.data_path, subset=config.subset, seed=config.seed)
+    spatial = data.input_shape[:2] if keras.config.image_data_format() == "channels_last" else data.input_shape[1:]
+    if min_size and min(spatial) < min_size:
+        data = load_dataset(
+            config.dataset, path=config.data_path, subset=config.subset, seed=config.seed, image_size=(min_size, min_size)
+        )
+    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+    _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))
+
+    keras.utils.set_random_seed(config.seed)
+    previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        train_ds, test_ds = _pipelines(data, config)
+        steps = -(-data.train_size // config.batch_size)
+        with data_parallel_scope(config.distribute):
+            model = build_model(config, data.input_shape, data.num_classes)
+            _compile(model, config, steps)
+            fit_callbacks = [
+                keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=True),
+                keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "epoch_{epoch:03d}.keras")),
+                keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
+                keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")),
+                *callbacks,
+            ]
+            start = time.perf_counter()
+            model.fit(
+                train_ds,
+                epochs=config.epochs,
+                validation_data=test_ds,
+                callbacks=fit_callbacks,
+                shuffle=False,  # the tf.data pipeline shuffles
+                verbose=verbose,
+            )
+            train_seconds = time.perf_counter() - start
+            test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    _atomic_save_model(model, os.path.join(out_dir, "model.keras"))
+    plot_curves(os.path.join(out_dir, "history.csv"), os.path.join(out_dir, "curves.png"))
+    cost = profile(model)
+    standard = profile(build_model(dataclasses.replace(config, conv="standard", conv_config=None), data.input_shape, data.num_classes))
+    metrics = {
+        "model": config.model,
+        "conv": config.conv,
+        "conv_config": config.conv_config,
+        "dataset": config.dataset,
+        "train_images": data.train_size,
+        "test_images": config.max_test_images or data.test_size,
+        "input_shape": list(data.input_shape),
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "macs": cost.total_macs,
+        "params": cost.total_params,
+        "standard_macs": standard.total_macs,
+        "standard_params": standard.total_params,
+        "epochs": config.epochs,
+        "train_seconds": round(train_seconds, 1),
+        "backend": keras.backend.backend(),
+        "mixed_precision": config.mixed_precision,
+        "distributed": config.distribute,
+    }
+    if config.export:
+        from keras_effconv.export import export_litert
+
+        report = export_litert(model, os.path.join(out_dir, "model.tflite"), input_shape=data.input_shape)
+        metrics["export"] = report.to_dict() if hasattr(report, "to_dict") else report
+    _atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
+    return metrics
