@@ -1,0 +1,35 @@
+"""Export to LiteRT (TFLite) that really runs on mobile GPUs.
+
+- `optimize_for_inference(model, target)`: an equivalent model made of
+  mobile-friendly builtin ops (BN folded, efficient layers lowered).
+- `export_litert(model, path, ...)`: converts in a TensorFlow subprocess,
+  verifies (no Flex ops, outputs vs Keras, GPU check) and writes atomically.
+- `check_gpu(path)`: static GPU rules + a GPU-only fp32 run on the LiteRT
+  GPU accelerator where one can start (e.g. Mesa lavapipe).
+"""
+
+from keras_effconv.export._layers import ChannelGather
+from keras_effconv.export._layers import DepthToSpace
+from keras_effconv.export.gpu_check import GpuCheckReport
+from keras_effconv.export.gpu_check import check_gpu
+from keras_effconv.export.gpu_check import inspect_tflite
+from keras_effconv.export.inference import TARGETS
+from keras_effconv.export.inference import optimize_for_inference
+from keras_effconv.export.litert import QUANTIZATIONS
+from keras_effconv.export.litert import ExportError
+from keras_effconv.export.litert import ExportReport
+from keras_effconv.export.litert import export_litert
+
+__all__ = [
+    "ChannelGather",
+    "DepthToSpace",
+    "ExportError",
+    "ExportReport",
+    "GpuCheckReport",
+    "QUANTIZATIONS",
+    "TARGETS",
+    "check_gpu",
+    "export_litert",
+    "inspect_tflite",
+    "optimize_for_inference",
+]

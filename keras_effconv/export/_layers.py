@@ -1,0 +1,121 @@
+"""Small inference primitives the rewrite needs and Keras has no layer for.
+
+Both are plain `keras.ops` layers, so the optimized model runs (and saves)
+on every backend; the TensorFlow converter turns them into the builtin
+`GATHER`/`STRIDED_SLICE` and `DEPTH_TO_SPACE` operators, which mobile GPU
+delegates run natively.
+"""
+
+import numpy as np
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class ChannelGather(keras.layers.Layer):
+    """Picks input channels by index: `output[..., i] = input[..., indices[i]]`.
+
+    A contiguous ascending range becomes a slice (`STRIDED_SLICE` in LiteRT),
+    anything else a `GATHER` on the last axis. Used for permutations that could
+    not be folded into a neighbouring kernel, and for channel subsets.
+
+    Args:
+        indices: list of ints, the input channel of every output channel.
+
+    Returns:
+        A layer mapping `(..., C)` to `(..., len(indices))`.
+
+    Raises:
+        ValueError: if `indices` is empty or holds negative entries.
+
+    Example:
+
+    >>> x = keras.ops.reshape(keras.ops.arange(4, dtype="float32"), (1, 1, 1, 4))
+    >>> keras.ops.convert_to_numpy(ChannelGather([3, 1])(x)).ravel().tolist()
+    [3.0, 1.0]
+    """
+
+    def __init__(self, indices, **kwargs):
+        super().__init__(**kwargs)
+        indices = [int(i) for i in indices]
+        if not indices or min(indices) < 0:
+            raise ValueError(
+                "Invalid value for argument `indices`: expected a non-empty "
+                f"list of non-negative channel indices. Received: indices={indices!r}"
+            )
+        self.indices = indices
+        start = indices[0]
+        self._range = (
+            (start, start + len(indices))
+            if indices == list(range(start, start + len(indices)))
+            else None
+        )
+
+    def call(self, inputs):
+        if self._range is not None:
+            return inputs[..., self._range[0] : self._range[1]]
+        return ops.take(inputs, np.asarray(self.indices, dtype="int32"), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (len(self.indices),)
+
+    def compute_macs(self, input_shape):
+        """A copy: 0 multiply-accumulates."""
+        return 0
+
+    def get_config(self):
+        config = super().get_config()
+        config["indices"] = list(self.indices)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class DepthToSpace(keras.layers.Layer):
+    """`keras.ops.depth_to_space` as a layer (channels_last).
+
+    Args:
+        block_size: int >= 2.
+
+    Returns:
+        A layer mapping `(B, H, W, C * b^2)` to `(B, H * b, W * b, C)`.
+
+    Raises:
+        ValueError: if `block_size` is not an integer >= 2.
+
+    Example:
+
+    >>> tuple(DepthToSpace(2)(keras.ops.ones((1, 3, 3, 8))).shape)
+    (1, 6, 6, 2)
+    """
+
+    def __init__(self, block_size, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
+            raise ValueError(
+                "Invalid value for argument `block_size`: expected an integer "
+                f">= 2. Received: block_size={block_size!r}"
+            )
+        self.block_size = block_size
+
+    def call(self, inputs):
+        return ops.depth_to_space(inputs, self.block_size, data_format="channels_last")
+
+    def compute_output_shape(self, input_shape):
+        b = self.block_size
+        batch, h, w, c = input_shape
+        return (
+            batch,
+            None if h is None else h * b,
+            None if w is None else w * b,
+            c // (b * b),
+        )
+
+    def compute_macs(self, input_shape):
+        """A copy: 0 multiply-accumulates."""
+        return 0
+
+    def get_config(self):
+        config = super().get_config()
+        config["block_size"] = self.block_size
+        return config

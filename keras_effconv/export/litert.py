@@ -1,0 +1,362 @@
+"""`export_litert`: one call from a Keras model to a verified, GPU-ready `.tflite`."""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import keras
+
+from keras_effconv.export import gpu_check
+from keras_effconv.export.inference import _check_target
+from keras_effconv.export.inference import optimize_for_inference
+
+QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
+FLOAT32_TOLERANCE = 1e-4
+GPU_TOLERANCE = 1e-3
+_MAX_CALIBRATION = 500
+
+
+class ExportError(ValueError):
+    """A conversion or verification failure; no file was written."""
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What `export_litert` produced and how it was verified.
+
+    Attributes:
+        path: the written `.tflite` file.
+        target: `"gpu"` or `"cpu"`.
+        quantization: None, `"float16"`, `"dynamic_int8"` or `"int8"`.
+        input_shapes: static input shapes, batch included.
+        ops: LiteRT operator name -> count.
+        flex_ops: Flex (SELECT_TF_OPS) operators; always empty for a
+            written file.
+        file_size: bytes.
+        max_abs_diff: max |LiteRT interpreter - Keras| on the sample inputs
+            (None when `verify=False`).
+        output_scale: max |Keras output| on the same inputs, for scale.
+        samples: number of verification batches.
+        gpu_check: a `GpuCheckReport` (target "gpu" with `verify=True`),
+            else None.
+        layer_errors: for int8, the per-layer quantization error from
+            TensorFlow's QuantizationDebugger (largest RMSE/scale first).
+        seconds: wall time of the export.
+    """
+
+    path: str
+    target: str
+    quantization: object
+    input_shapes: list
+    ops: dict
+    flex_ops: list
+    file_size: int
+    max_abs_diff: object = None
+    output_scale: object = None
+    samples: int = 0
+    gpu_check: object = None
+    layer_errors: object = None
+    seconds: float = 0.0
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        data["gpu_check"] = self.gpu_check.to_dict() if self.gpu_check is not None else None
+        return data
+
+    def summary(self):
+        shapes = ", ".join(str(tuple(s)) for s in self.input_shapes)
+        lines = [
+            f"wrote {self.path} ({self.file_size / 1e6:.2f} MB, input {shapes}, target={self.target}, "
+            f"quantization={self.quantization or 'none'}, {self.seconds:.1f} s)",
+            f"ops: {sum(self.ops.values())} ({', '.join(f'{k} x{v}' for k, v in self.ops.items())})",
+            f"Flex ops: {len(self.flex_ops)}" + (f" ({', '.join(self.flex_ops)})" if self.flex_ops else ""),
+        ]
+        if self.max_abs_diff is not None:
+            lines.append(
+                f"max |LiteRT - Keras| = {self.max_abs_diff:.2e} on {self.samples} sample batch(es) "
+                f"(outputs up to {self.output_scale:.3g})"
+            )
+        else:
+            lines.append("outputs not verified (verify=False)")
+        if self.gpu_check is not None:
+            lines.append(f"GPU check: {self.gpu_check.summary()}")
+        if isinstance(self.layer_errors, list) and self.layer_errors:
+            worst = ", ".join(
+                f"{row['op']} {row['tensor']} ({row['rmse_over_scale']:.2f})" for row in self.layer_errors[:3]
+            )
+            lines.append(f"int8 per-layer error, RMSE/scale, worst: {worst}")
+        elif isinstance(self.layer_errors, dict):
+            lines.append(f"int8 per-layer error report unavailable: {self.layer_errors.get('error')}")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.summary()
+
+
+def _check_quantization(quantization):
+    if quantization == "none":
+        quantization = None
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            "Invalid value for argument `quantization`: expected one of "
+            f"{QUANTIZATIONS} (or 'none'). Received: quantization={quantization!r}"
+        )
+    return quantization
+
+
+def _as_batches(data, shape, name, limit):
+    """Per-sample float32 array `(N,) + shape` from an array, list or generator function."""
+    if callable(data):
+        data = data()
+    if isinstance(data, np.ndarray) or hasattr(data, "__array__"):
+        array = np.asarray(data, dtype="float32")
+    else:
+        chunks, total = [], 0
+        for item in data:
+            if isinstance(item, (list, tuple)):
+                item = item[0]
+            item = np.asarray(item, dtype="float32")
+            chunks.append(item if item.ndim == len(shape) + 1 else item[None])
+            total += len(chunks[-1])
+            if total >= limit:
+                break
+        if not chunks:
+            raise ValueError(f"Invalid value for argument `{name}`: it yielded no samples.")
+        array = np.concatenate(chunks)
+    if array.ndim == len(shape):
+        array = array[None]
+    if tuple(array.shape[1:]) != tuple(shape):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: samples have shape {tuple(array.shape[1:])}, "
+            f"the model input is {tuple(shape)}."
+        )
+    return array[:limit]
+
+
+def _load(model):
+    if isinstance(model, keras.Model):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not path.endswith(".keras"):
+            raise ValueError(f"Invalid value for argument `model`: expected a keras.Model or a .keras file. Received: model={path!r}")
+        if not os.path.exists(path):
+            raise OSError(f"model file not found: {path}")
+        return keras.saving.load_model(path, compile=False)
+    raise TypeError(f"`model` must be a keras.Model or a .keras path. Received: model={model!r}")
+
+
+def _run_converter(args, timeout):
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args_path = args["result_path"] + ".args.json"
+    with open(args_path, "w") as f:
+        json.dump(args, f)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "keras_effconv.export._convert", args_path],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise ExportError(f"the LiteRT conversion did not finish within {timeout} s") from None
+    result = {}
+    if os.path.exists(args["result_path"]):
+        with open(args["result_path"]) as f:
+            result = json.load(f)
+    if proc.returncode != 0 or "error" in result:
+        message = result.get("error") or (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise ExportError(f"LiteRT conversion failed: {message}")
+    return result
+
+
+def _interpreter_outputs(path, batches):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    runner = interpreter.get_signature_runner()
+    outputs = []
+    for batch in batches:
+        result = runner(**{f"args_{i}": x for i, x in enumerate(batch)})
+        outputs.append([np.asarray(result[k]) for k in sorted(result, key=_output_index)])
+    return outputs
+
+
+def _output_index(name):
+    digits = name.rsplit("_", 1)[-1]
+    return int(digits) if digits.isdigit() else 0
+
+
+def export_litert(
+    model,
+    path,
+    input_shape=None,
+    batch_size=1,
+    quantization=None,
+    representative_data=None,
+    target="gpu",
+    verify=True,
+):
+    """Exports a Keras model to a verified LiteRT (`.tflite`) file.
+
+    Steps: `optimize_for_inference(model, target, input_shape, batch_size)`
+    (any backend), save it as `.keras`, convert it in a TensorFlow-backend
+    subprocess with TFLITE_BUILTINS only and a static input signature
+    `(batch_size, H, W, C)`, then verify the result: no Flex or custom ops,
+    the LiteRT interpreter's outputs against the ORIGINAL Keras model on
+    sample inputs (float32: max abs difference <= 1e-4, scaled by the output
+    size when outputs exceed 1), and for `target="gpu"` `check_gpu` (static
+    rules, and the GPU-only fp32 run where the GPU accelerator can start).
+    The file is written atomically: a temporary file in the same directory
+    is renamed to `path` only after every check passed, so a failed export
+    leaves no file and never overwrites an existing one.
+
+    Args:
+        model: a built Functional/Sequential `keras.Model`, or the path of a
+            `.keras` file.
+        path: where to write the `.tflite` file; its directory must exist.
+        input_shape: per-sample input shape `(H, W, C)`, needed when the
+            model's spatial sizes are unknown.
+        batch_size: int, the static batch size (default 1).
+        quantization: None / `"none"` (float32), `"float16"` (float16
+            weights), `"dynamic_int8"` (int8 weights, float activations) or
+            `"int8"` (post-training full-integer quantization with float
+            input/output; needs `representative_data`).
+        representative_data: samples in the model's input format (array
+            `(N, H, W, C)`, a list of arrays, or a function returning an
+            iterable of them): calibration for `"int8"` (up to 500 used) and
+            the inputs for verification (the first `batch_size * 4`); random
+            normal inputs are used for verification when None.
+        target: `"gpu"` or `"cpu"` (see `optimize_for_inference`).
+        verify: whether to run the interpreter / GPU checks.
+
+    Returns:
+        An `ExportReport` (printable).
+
+    Raises:
+        ValueError: for bad arguments (naming the argument), an unsupported
+            layer (naming the layer), or `ExportError` (a `ValueError`) when
+            the conversion or a check fails; nothing is written then.
+        OSError: if the model file or the directory of `path` does not exist.
+
+    Example:
+
+    >>> from keras_effconv.applications import EffResNet20
+    >>> model = EffResNet20(input_shape=(28, 28, 1), conv="igc")
+    >>> report = export_litert(model, "/tmp/effresnet20_igc.tflite")  # doctest: +SKIP
+    >>> report.flex_ops, report.gpu_check.passed  # doctest: +SKIP
+    ([], True)
+    """
+    start = time.time()
+    quantization = _check_quantization(quantization)
+    _check_target(target)
+    if quantization == "int8" and representative_data is None:
+        raise ValueError(
+            "Invalid value for argument `representative_data`: quantization='int8' needs "
+            "calibration samples in the model's input format (e.g. 200 training images)."
+        )
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OSError(f"directory of `path` does not exist: {directory}")
+    model = _load(model)
+    optimized = optimize_for_inference(model, target=target, input_shape=input_shape, batch_size=batch_size)
+    input_shapes = [tuple(int(d) for d in t.shape) for t in optimized.inputs]
+    per_sample = input_shapes[0][1:]
+    if len(input_shapes) != 1 and representative_data is not None:
+        raise ValueError("`representative_data` is supported for single-input models only.")
+
+    work = tempfile.mkdtemp(prefix="effconv-export-")
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        keras_path = os.path.join(work, "model.keras")
+        optimized.save(keras_path)
+        args = {
+            "keras_path": keras_path,
+            "out_path": tmp_path,
+            "result_path": os.path.join(work, "result.json"),
+            "input_shapes": [list(s) for s in input_shapes],
+            "quantization": quantization,
+            "layer_report": True,
+        }
+        data = None
+        if representative_data is not None:
+            data = _as_batches(representative_data, per_sample, "representative_data", _MAX_CALIBRATION)
+            if quantization == "int8":
+                args["calibration"] = os.path.join(work, "calibration.npy")
+                np.save(args["calibration"], data)
+        result = _run_converter(args, timeout=3600)
+        info = gpu_check.inspect_tflite(tmp_path)
+        if info["flex_ops"] or info["custom_ops"]:
+            raise ExportError(
+                f"the converted model uses Flex/custom ops {info['flex_ops'] + info['custom_ops']}, "
+                "which never run on a mobile GPU"
+            )
+        report = ExportReport(
+            path=path,
+            target=target,
+            quantization=quantization,
+            input_shapes=[list(s) for s in input_shapes],
+            ops=info["ops"],
+            flex_ops=info["flex_ops"],
+            file_size=os.path.getsize(tmp_path),
+            layer_errors=_sorted_layer_errors(result.get("layer_report")),
+        )
+        if verify:
+            _verify(report, model, tmp_path, input_shapes, data, quantization)
+        os.replace(tmp_path, path)
+        report.seconds = time.time() - start
+        if report.gpu_check is not None:
+            report.gpu_check.path = path
+        return report
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _sorted_layer_errors(layer_report):
+    if isinstance(layer_report, list):
+        return sorted(layer_report, key=lambda r: -r["rmse_over_scale"])
+    return layer_report
+
+
+def _verify(report, model, tmp_path, input_shapes, data, quantization):
+    batch = input_shapes[0][0]
+    rng = np.random.default_rng(0)
+    batches = []
+    for b in range(4):
+        if data is not None and len(data) >= (b + 1) * batch:
+            batches.append([data[b * batch : (b + 1) * batch]])
+        elif data is None:
+            batches.append([rng.standard_normal(s).astype("float32") for s in input_shapes])
+    litert = _interpreter_outputs(tmp_path, batches)
+    diff, scale = 0.0, 0.0
+    for inputs, outputs in zip(batches, litert):
+        expected = model(inputs[0] if len(inputs) == 1 else inputs, training=False)
+        expected = [np.asarray(keras.ops.convert_to_numpy(e)) for e in keras.tree.flatten(expected)]
+        for e, o in zip(expected, outputs):
+            diff = max(diff, float(np.max(np.abs(e.astype("float64") - o.astype("float64")))))
+            scale = max(scale, float(np.max(np.abs(e))))
+    report.max_abs_diff, report.output_scale, report.samples = diff, scale, len(batches)
+    if quantization is None and diff > FLOAT32_TOLERANCE * max(1.0, scale):
+        raise ExportError(
+            f"LiteRT output differs from Keras by {diff:.3g} > {FLOAT32_TOLERANCE:g} x max(1, |output| = {scale:.3g})"
+        )
+    if report.target == "gpu":
+        check = gpu_check.check_gpu(tmp_path, inputs=batches[0], tolerance=GPU_TOLERANCE * max(1.0, scale))
+        report.gpu_check = check
+        if not check.static_ok:
+            raise ExportError("the model breaks mobile GPU rules: " + "; ".join(check.violations))
+        if check.run_status == "failed" and quantization in (None, "float16"):
+            raise ExportError(f"GPU check failed: {check.run_reason}")
