@@ -137,8 +137,17 @@ def _pipelines(data, config):
     train = data.train.shuffle(min(data.train_size, 20000), seed=config.seed, reshuffle_each_iteration=True)
     train = train.batch(config.batch_size, drop_remainder=config.distribute)
     if config.augment:
-        augment = keras.Sequential(augmentation_layers())
-        train = train.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        # Called one by one (not wrapped in a Sequential) so that each layer
+        # notices it runs inside tf.data and computes with TensorFlow on
+        # every Keras backend.
+        layers = augmentation_layers()
+
+        def augment(x, y):
+            for layer in layers:
+                x = layer(x, training=True)
+            return x, y
+
+        train = train.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     test = data.test
     if config.max_test_images:
         test = test.take(config.max_test_images)
