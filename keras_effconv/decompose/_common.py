@@ -107,6 +107,30 @@ def output_pixels(model, layers):
     return result
 
 
+def copy_initializer(initializer):
+    # A new object (as Keras' own layers do), so seeded initializers are not shared.
+    if isinstance(initializer, keras.initializers.Initializer):
+        return initializer.__class__.from_config(initializer.get_config())
+    return initializer
+
+
+def finish_replacement(conv, chain):
+    """Gives the replacement layers the original's initializers (see below).
+
+    They are created with placeholder initializers because their weights
+    are set right away (initialising every new shape compiles on JAX); their
+    configs then name the original conv's initializers, which is what a
+    re-initialisation of the new model should use.
+    """
+    first, last = chain
+    if isinstance(first, keras.layers.DepthwiseConv2D):
+        first.depthwise_initializer = copy_initializer(conv.kernel_initializer)
+    else:
+        first.kernel_initializer = copy_initializer(conv.kernel_initializer)
+    last.kernel_initializer = copy_initializer(conv.kernel_initializer)
+    last.bias_initializer = copy_initializer(conv.bias_initializer)
+
+
 def set_conv_weights(layer, kernel, bias=None):
     weights = [np.asarray(kernel, dtype=layer.kernel.dtype)]
     if layer.use_bias:

@@ -15,6 +15,8 @@ a custom call function.
 
 import math
 
+import numpy as np
+
 import keras
 from keras import ops
 from keras import tree
@@ -163,8 +165,49 @@ class Replacement:
         return x
 
 
+class PlaceholderZeros(keras.initializers.Initializer):
+    """Zeros as a NumPy array: no backend op, so no XLA compilation per shape on JAX.
+
+    Only used for weights that are overwritten right after the build.
+    """
+
+    def __call__(self, shape, dtype=None):
+        try:
+            return np.zeros(shape, dtype=dtype or keras.backend.floatx())
+        except TypeError:  # a dtype NumPy does not know (e.g. bfloat16 without ml_dtypes)
+            return ops.zeros(shape, dtype=dtype)
+
+
+def _initializer_keys(layer, config):
+    """Config keys of initializers that mirror an attribute of the same name."""
+    keys = [k for k, v in config.items() if k.endswith("_initializer") and v is not None]
+    for key in keys:
+        value = getattr(layer, key, None)
+        if value is None or keras.initializers.serialize(value) != config[key]:
+            return None  # unusual layer: no shortcut
+    return keys
+
+
 def clone_layer(layer):
-    return layer.__class__.from_config(layer.get_config())
+    """A fresh copy of `layer` from its config, built without random initialisation.
+
+    Its weights are overwritten right after the build, so drawing random
+    initial values is wasted work (on JAX every new shape compiles a random
+    kernel: seconds for a ResNet). The copy is created with "zeros"
+    initializers and gets the original initializers back afterwards
+    (`restore_initializers`), so its config equals the original's.
+    """
+    config = layer.get_config()
+    keys = _initializer_keys(layer, config)
+    if not keys:
+        return layer.__class__.from_config(config), ()
+    fast = dict(config, **{key: PlaceholderZeros() for key in keys})
+    return layer.__class__.from_config(fast), tuple((key, config[key]) for key in keys)
+
+
+def restore_initializers(layer, initializers):
+    for key, value in initializers:
+        setattr(layer, key, keras.initializers.get(value))
 
 
 def rebuild(model, replace):
@@ -196,8 +239,8 @@ def rebuild(model, replace):
             else:
                 chain = replace(layer)
                 if chain is None:
-                    new = clone_layer(layer)
-                    copies.append((layer, new))
+                    new, initializers = clone_layer(layer)
+                    copies.append((layer, new, initializers))
                     memo[key] = new
                 else:
                     chains[key] = list(chain)
@@ -244,8 +287,9 @@ def rebuild(model, replace):
         return new_model
 
     new_model = rebuild_container(model)
-    for old, new in copies:
+    for old, new, initializers in copies:
         new.set_weights(old.get_weights())
+        restore_initializers(new, initializers)
     return new_model, chains, order, calls
 
 

@@ -197,6 +197,7 @@ def channel_decompose(
             data_format=conv.data_format,
             dilation_rate=conv.dilation_rate,
             use_bias=False,
+            kernel_initializer=_graph.PlaceholderZeros(),
             kernel_regularizer=conv.kernel_regularizer,
             name=_graph.unique_name(f"{conv.name}_reduce", taken),
             dtype=conv.dtype_policy,
@@ -208,6 +209,7 @@ def channel_decompose(
             data_format=conv.data_format,
             activation=conv.activation,
             use_bias=conv.use_bias,
+            kernel_initializer=_graph.PlaceholderZeros(),
             kernel_regularizer=conv.kernel_regularizer,
             bias_regularizer=conv.bias_regularizer,
             activity_regularizer=conv.activity_regularizer,
@@ -224,6 +226,7 @@ def channel_decompose(
     entries = {}
     for conv in order:
         reduce, expand = chains[id(conv)]
+        _common.finish_replacement(conv, chains[id(conv)])
         width = widths[id(conv)]
         kernel = _stats.to_numpy(conv.kernel).astype(np.float64)
         kh, kw, m, n = kernel.shape

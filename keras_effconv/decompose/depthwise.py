@@ -311,6 +311,7 @@ def depthwise_decompose(
             data_format=conv.data_format,
             dilation_rate=conv.dilation_rate,
             use_bias=False,
+            depthwise_initializer=_graph.PlaceholderZeros(),
             depthwise_regularizer=conv.kernel_regularizer,
             name=_graph.unique_name(f"{conv.name}_dw", taken),
             dtype=conv.dtype_policy,
@@ -322,6 +323,7 @@ def depthwise_decompose(
             data_format=conv.data_format,
             activation=conv.activation,
             use_bias=conv.use_bias,
+            kernel_initializer=_graph.PlaceholderZeros(),
             kernel_regularizer=conv.kernel_regularizer,
             bias_regularizer=conv.bias_regularizer,
             activity_regularizer=conv.activity_regularizer,
@@ -345,6 +347,7 @@ def depthwise_decompose(
 
     for conv in order:
         f = factors[id(conv)]
+        _common.finish_replacement(conv, chains[id(conv)])
         assign(conv, f["d"], f["p"], f["bias"])
     if method == "data":
         rng = np.random.default_rng(seed)

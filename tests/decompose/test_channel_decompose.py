@@ -70,7 +70,12 @@ def test_ratio_bounds_every_layer(ratio):
 
 
 def test_macs_budget_matches_depthwise_model():
-    model = keras.applications.VGG16(weights=None, input_shape=(32, 32, 3), include_top=False)
+    inputs = keras.Input((16, 16, 3))
+    x = inputs
+    for i, (width, strides) in enumerate([(16, 1), (32, 2), (32, 1), (64, 2)]):
+        x = keras.layers.Conv2D(width, 3, strides=strides, padding="same", activation="relu", name=f"c{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
     before = weights_snapshot(model)
     depthwise, dw_report = depthwise_decompose(model, rank=2)
     target = dw_report.model_macs_after

@@ -118,3 +118,19 @@ def test_batches_from_pydataset(rng):
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
     batches = list(_stats.Batches(Data(), model))
     assert [b.shape[0] for b in batches] == [4, 4, 2]
+
+
+def test_copies_and_replacements_keep_initializer_configs():
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(3, 3, kernel_initializer="he_normal", bias_initializer="ones", name="c")(inputs)
+    x = keras.layers.BatchNormalization(gamma_initializer="ones", moving_variance_initializer="ones", name="bn")(x)
+    x = keras.layers.Conv2D(2, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.3, seed=4), name="p")(x)
+    model = keras.Model(inputs, x)
+    new_model, _ = depthwise_decompose(model)
+    for name in ("bn", "p"):
+        assert new_model.get_layer(name).get_config() == model.get_layer(name).get_config()
+    dw, pw = new_model.get_layer("c_dw"), new_model.get_layer("c_pw")
+    original = model.get_layer("c").get_config()
+    assert dw.get_config()["depthwise_initializer"] == original["kernel_initializer"]
+    assert pw.get_config()["kernel_initializer"] == original["kernel_initializer"]
+    assert pw.get_config()["bias_initializer"] == original["bias_initializer"]
