@@ -1,0 +1,62 @@
+"""Accuracy vs MACs: CIFAR-style ResNet-20 on the full real Fashion-MNIST, every conv type.
+
+Fixed epoch budget, at least 2 seeds per conv type; test accuracy (mean ±
+half the spread), params, MACs, training images/s and inference latency
+(batch 1, all models interleaved). Writes
+`benchmarks/results/accuracy_<backend>.md` and `accuracy_<backend>.png`.
+Runs resume: interrupt and start again with the same arguments.
+
+    KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/accuracy.py [--epochs 3] [--seeds 2] [--subset N]
+"""
+
+import argparse
+import datetime
+import os
+
+import keras
+
+import keras_effconv
+from keras_effconv.applications import CONV_TYPES
+from keras_effconv.training import TrainConfig
+from keras_effconv.training.compare import accuracy_vs_macs_plot
+from keras_effconv.training.compare import compare_convs
+from keras_effconv.training.compare import comparison_markdown
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--subset", type=int, default=None)
+    parser.add_argument("--convs", default=",".join(CONV_TYPES))
+    parser.add_argument("--runs", default=os.path.join("runs", "accuracy"))
+    args = parser.parse_args(argv)
+    backend = keras.backend.backend()
+    results = os.path.join(os.path.dirname(__file__), "results")
+    base = TrainConfig(model="eff_resnet20", dataset="fashion_mnist", epochs=args.epochs, subset=args.subset)
+    rows = compare_convs(args.convs.split(","), base, os.path.join(args.runs, backend), seeds=tuple(range(args.seeds)), verbose=2)
+    os.makedirs(results, exist_ok=True)
+    plot = os.path.join(results, f"accuracy_{backend}.png")
+    accuracy_vs_macs_plot(rows, plot, title=f"ResNet-20, Fashion-MNIST, {args.epochs} epochs ({backend})")
+    text = "\n".join(
+        [
+            f"# Accuracy vs MACs: ResNet-20 on Fashion-MNIST ({backend})",
+            "",
+            f"Generated {datetime.date.today()} by `benchmarks/accuracy.py`; keras_effconv {keras_effconv.__version__}. "
+            f"{args.epochs} epochs of the `keras-effconv train` recipe, {args.seeds} seeds, "
+            f"{'full 60k' if args.subset is None else args.subset} training images, full 10k real test split; "
+            "accuracy is mean ± half the spread over seeds; inference latency at batch 1, models interleaved.",
+            "",
+            comparison_markdown(rows),
+            "",
+            f"![accuracy vs MACs](accuracy_{backend}.png)",
+            "",
+        ]
+    )
+    with open(os.path.join(results, f"accuracy_{backend}.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Train one network per conv type under the same budget and tabulate the results."""
+
+import dataclasses
+import os
+import statistics
+
+import keras
+
+from keras_effconv.profiling import measure_latency
+from keras_effconv.training.recipe import train
+
+
+def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, verbose=0):
+    """Trains `base_config` once per conv type and seed; returns one row per conv.
+
+    Each run goes to `out_dir/<conv>/seed<k>` and resumes if interrupted;
+    finished runs are reused, not retrained.
+
+    Args:
+        convs: conv types to compare.
+        base_config: a `TrainConfig`; its `conv` and `seed` are overridden.
+        out_dir: parent directory of the runs.
+        seeds: one run per seed.
+        latency_batch: batch size of the inference latency measurement.
+        verbose: `model.fit` verbosity.
+
+    Returns:
+        A list of dicts: `conv`, `accuracies`, `accuracy_mean`,
+        `accuracy_spread` (max - min over seeds), `macs`, `params`,
+        `train_images_per_second`, `latency_ms` (median, interleaved).
+
+    Example:
+
+    >>> rows = compare_convs(["standard", "hetconv"], TrainConfig(epochs=1), "runs/cmp")  # doctest: +SKIP
+    """
+    import json
+
+    rows, models = [], {}
+    for conv in convs:
+        runs = []
+        for seed in seeds:
+            run_dir = os.path.join(out_dir, conv, f"seed{seed}")
+            metrics_path = os.path.join(run_dir, "metrics.json")
+            if os.path.exists(metrics_path) and not os.path.exists(os.path.join(run_dir, "backup")):
+                with open(metrics_path, encoding="utf-8") as f:
+                    runs.append(json.load(f))
+            else:
+                config = dataclasses.replace(base_config, conv=conv, seed=seed)
+                runs.append(train(config, run_dir, verbose=verbose))
+        accuracies = [r["test_accuracy"] for r in runs]
+        rows.append(
+            {
+                "conv": conv,
+                "accuracies": accuracies,
+                "accuracy_mean": statistics.mean(accuracies),
+                "accuracy_spread": max(accuracies) - min(accuracies),
+                "macs": runs[0]["macs"],
+                "params": runs[0]["params"],
+                "train_images_per_second": statistics.mean(
+                    r["train_images"] * r["epochs"] / r["train_seconds"] for r in runs
+                ),
+                "input_shape": tuple(runs[0]["input_shape"]),
+            }
+        )
+        models[conv] = keras.saving.load_model(os.path.join(out_dir, conv, f"seed{seeds[0]}", "model.keras"))
+    latency = measure_latency(models, rows[0]["input_shape"], batch_size=latency_batch, repeats=20, warmup=3)
+    for row in rows:
+        row["latency_ms"] = latency[row["conv"]]["median_ms"]
+    return rows
+
+
+def comparison_markdown(rows):
+    """The rows of `compare_convs` as a markdown table."""
+    lines = [
+        "| conv | test accuracy (mean ± spread) | seeds | MACs | params | train images/s | inference ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['conv']} | {r['accuracy_mean']:.4f} ± {r['accuracy_spread'] / 2:.4f} | {len(r['accuracies'])} | "
+            f"{r['macs'] / 1e6:.2f} M | {r['params']:,} | {r['train_images_per_second']:.0f} | {r['latency_ms']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def accuracy_vs_macs_plot(rows, path, title="accuracy vs MACs"):
+    """Scatter plot of test accuracy (with spread) against MACs (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.errorbar(r["macs"] / 1e6, r["accuracy_mean"], yerr=r["accuracy_spread"] / 2, fmt="o", capsize=3)
+        ax.annotate(r["conv"], (r["macs"] / 1e6, r["accuracy_mean"]), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("MACs per image (millions)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
