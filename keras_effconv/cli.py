@@ -3,6 +3,7 @@
     keras-effconv train --model eff_resnet20 --conv hetconv --dataset fashion_mnist --epochs 10 --out runs/het
     keras-effconv profile eff_resnet50 --conv hetconv
     keras-effconv profile my_model.keras --input-shape 224,224,3 --layers
+    keras-effconv export runs/het/model.keras --out model.tflite --quantize int8 --calibration fashion_mnist
 
 Bad input ends with a one-line `keras-effconv: error: ...` message and exit
 status 2, never a traceback.
@@ -144,7 +145,7 @@ def make_parser():
     from keras_effconv.applications import CONV_TYPES
 
     parser = argparse.ArgumentParser(
-        prog="keras-effconv", description="Efficient convolutions for Keras 3: train and profile networks."
+        prog="keras-effconv", description="Efficient convolutions for Keras 3: train, profile and export networks."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -181,6 +182,10 @@ def make_parser():
     prof.add_argument("--layers", action="store_true", help="also print the per-layer table")
     prof.add_argument("--json", action="store_true", help="print JSON (to_dict()) instead of text")
     prof.set_defaults(handler=_profile_command)
+
+    from keras_effconv.export.command import register as register_export
+
+    register_export(commands)
     return parser
 
 

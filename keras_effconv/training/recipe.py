@@ -306,6 +306,6 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
         from keras_effconv.export import export_litert
 
         report = export_litert(model, os.path.join(out_dir, "model.tflite"), input_shape=data.input_shape)
-        metrics["export"] = report.to_dict() if hasattr(report, "to_dict") else report
+        metrics["export"] = dict(report.to_dict(), summary=report.summary())
     _atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
     return metrics
