@@ -1,4 +1,4 @@
-"""Model surgery for the decompositions: rebuild, run layer by layer, count MACs.
+"""Model surgery for the decompositions: rebuild and run layer by layer (MACs via the profiler).
 
 A Functional or Sequential model (nested ones included, at any depth) is
 rebuilt leaf layer by leaf layer: every leaf layer gets a fresh copy made
@@ -13,7 +13,6 @@ routine `Functional.call` and `keras.models.clone_model` use) is driven with
 a custom call function.
 """
 
-import math
 
 import numpy as np
 
@@ -302,50 +301,6 @@ def unique_name(base, taken):
     return name
 
 
-# ----------------------------------------------------------------------------
-# Analytic cost (1 MAC = one multiply-accumulate = 2 FLOPs; biases excluded)
-# ----------------------------------------------------------------------------
-
-
-def _spatial(shape, data_format):
-    return shape[1:-1] if data_format == "channels_last" else shape[2:]
-
-
-def layer_macs(layer, input_shape, output_shape):
-    """MACs of one call of a leaf layer for ONE sample, or None if unknown."""
-    if hasattr(layer, "compute_macs"):
-        return int(layer.compute_macs(input_shape))
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        per_pixel = math.prod(layer.depthwise_kernel.shape) + math.prod(
-            layer.pointwise_kernel.shape
-        )
-        spatial = _spatial(output_shape, layer.data_format)
-    elif isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Conv1DTranspose, keras.layers.Conv3DTranspose)):
-        per_pixel = math.prod(layer.kernel.shape)
-        spatial = _spatial(input_shape, layer.data_format)
-    elif isinstance(
-        layer,
-        (
-            keras.layers.Conv1D,
-            keras.layers.Conv2D,
-            keras.layers.Conv3D,
-            keras.layers.DepthwiseConv1D,
-            keras.layers.DepthwiseConv2D,
-        ),
-    ):
-        kernel = layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel
-        per_pixel = math.prod(kernel.shape)
-        spatial = _spatial(output_shape, layer.data_format)
-    elif isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
-        per_pixel = math.prod(layer.kernel.shape)
-        spatial = input_shape[1:-1] if isinstance(layer, keras.layers.Dense) else ()
-    else:
-        return 0
-    if any(s is None for s in spatial):
-        return None
-    return int(per_pixel * math.prod(spatial))
-
-
 def call_shapes(model):
     """`[(leaf layer, input shape, output shape)]` for every call, from a symbolic walk.
 
@@ -371,11 +326,15 @@ def call_shapes(model):
 
 
 def model_macs(model):
-    """Analytic MACs for one sample of every conv / dense call in `model` (None if unknown)."""
-    total = 0
-    for layer, in_shape, out_shape in call_shapes(model):
-        macs = layer_macs(layer, in_shape, out_shape)
-        if macs is None:
-            return None
-        total += macs
-    return total
+    """Analytic MACs for one sample (`keras_effconv.profile`), or None.
+
+    None when a spatial size is unknown or a layer with weights has no MAC
+    rule, so callers never compare partial counts.
+    """
+    from keras_effconv.profiling import profile
+
+    try:
+        result = profile(model)
+    except ValueError:
+        return None
+    return None if result.uncounted else result.total_macs
