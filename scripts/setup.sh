@@ -11,6 +11,12 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
 fi
 
+# A Vulkan software GPU (Mesa >= 25 from bookworm-backports) lets the LiteRT
+# export verify models on the GPU accelerator; without it those checks are skipped.
+if ! dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -q '^2[5-9]\.'; then
+  bash scripts/install_mesa.sh || echo "setup.sh: Mesa install failed; GPU checks will be skipped" >&2
+fi
+
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
