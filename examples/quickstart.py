@@ -23,6 +23,7 @@ def main():
     parser.add_argument("--conv", default="hetconv")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--subset", type=int, default=None, help="train on N images only (faster, less accurate)")
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", default=os.path.join("runs", "quickstart"))
     parser.add_argument("--compare", action="store_true", help="also train the standard ResNet-20 (twice the time)")
     parser.add_argument("--no-export", action="store_true", help="skip the LiteRT export")
@@ -33,7 +34,9 @@ def main():
         runs["standard"] = dict(export=False)
     results = {}
     for conv, extra in runs.items():
-        config = TrainConfig(model="eff_resnet20", conv=conv, epochs=args.epochs, subset=args.subset, **extra)
+        config = TrainConfig(
+            model="eff_resnet20", conv=conv, epochs=args.epochs, subset=args.subset, batch_size=args.batch_size, **extra
+        )
         # The quickstart owns its output folders: a finished earlier run is replaced,
         # an interrupted one is resumed.
         results[conv] = train(config, os.path.join(args.out, conv), overwrite=True, verbose=2)

@@ -19,6 +19,13 @@ class CommandError(Exception):
     """A user error the CLI reports in one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (the usage is in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parse_shape(text):
     try:
         shape = tuple(int(part) for part in text.split(","))
@@ -144,7 +151,7 @@ def _train_command(args):
 def make_parser():
     from keras_effconv.applications import CONV_TYPES
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-effconv", description="Efficient convolutions for Keras 3: train, profile and export networks."
     )
     commands = parser.add_subparsers(dest="command", required=True)

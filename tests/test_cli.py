@@ -42,3 +42,35 @@ def test_bad_input_is_one_line_and_nonzero(argv, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--model", "resnet9", "--out", "{out}"], "invalid choice"),
+        (["train", "--conv", "winograd", "--out", "{out}"], "invalid choice"),
+        (["train", "--dataset", "mnist", "--out", "{out}"], "invalid choice"),
+        (["train", "--epochs", "0", "--out", "{out}"], "positive integer"),
+        (["train", "--batch-size", "x", "--out", "{out}"], "positive integer"),
+        (["train", "--learning-rate", "-1", "--out", "{out}"], "positive number"),
+        (["train", "--dataset", "image_folder", "--data-path", "/no/such/dir", "--out", "{out}"], "not found"),
+        (["train", "--dataset", "cifar10", "--data-path", "/no/such/dir", "--out", "{out}"], "not found locally"),
+    ],
+)
+def test_bad_train_input_is_one_line_and_keeps_out(argv, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("earlier run")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([a.replace("{out}", str(out)) for a in argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "earlier run"
+
+
+def test_finished_run_is_refused_without_overwrite(tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--subset", "10", "--epochs", "1", "--out", str(tmp_path)])
+    assert "finished run" in capsys.readouterr().err

@@ -1,0 +1,27 @@
+"""compare_convs: one run per conv type, reused when finished, tabulated and plotted."""
+
+import os
+
+import pytest
+
+from conftest import BACKEND
+from keras_effconv.training import TrainConfig
+from keras_effconv.training.compare import accuracy_vs_macs_plot
+from keras_effconv.training.compare import compare_convs
+from keras_effconv.training.compare import comparison_markdown
+
+
+@pytest.mark.skipif(BACKEND == "jax", reason="two extra XLA train-step compilations; the logic is backend independent")
+def test_compare_convs_tabulates_and_reuses_finished_runs(tmp_path):
+    config = TrainConfig(epochs=1, subset=64, batch_size=32, max_test_images=32)
+    rows = compare_convs(["standard", "hetconv"], config, str(tmp_path))
+    assert [r["conv"] for r in rows] == ["standard", "hetconv"]
+    assert rows[1]["macs"] < rows[0]["macs"] and all(r["latency_ms"] > 0 for r in rows)
+    stamp = os.path.getmtime(tmp_path / "hetconv" / "seed0" / "metrics.json")
+    again = compare_convs(["hetconv"], config, str(tmp_path))
+    assert os.path.getmtime(tmp_path / "hetconv" / "seed0" / "metrics.json") == stamp
+    assert again[0]["accuracies"] == rows[1]["accuracies"]
+    table = comparison_markdown(rows)
+    assert "| hetconv |" in table and "± 0.0000" in table
+    accuracy_vs_macs_plot(rows, str(tmp_path / "plot.png"))
+    assert os.path.getsize(tmp_path / "plot.png") > 0
