@@ -1,0 +1,126 @@
+"""LiteRT CPU (XNNPACK) latency: every EffResNet50 conv type vs keras ResNet50 and MobileNetV2.
+
+Every network (224x224x3, batch 1, random weights: latency does not depend
+on the values) is exported with `keras_effconv.export.export_litert` (the
+inference rewrite included, outputs verified against Keras), then timed with
+the `ai_edge_litert` interpreter (XNNPACK) at 1 and 2 threads, interleaved
+round by round so that all models see the same machine load. Reported as
+speedups over keras' ResNet50 next to the MAC reductions (1 MAC = 2 FLOPs).
+
+    .venv/bin/python benchmarks/litert.py [--rounds 15] [--target cpu] [--quick]
+
+Writes `benchmarks/results/litert.md` (`litert_<target>.md` for a non-default
+target). These are desktop-CPU numbers, never phone numbers.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import keras
+
+from keras_effconv import applications
+from keras_effconv import profile
+from keras_effconv.export import export_litert
+
+SIZE = 224
+BASELINE = "keras ResNet50"
+THREADS = (1, 2)
+
+
+def build(label):
+    if label == BASELINE:
+        return keras.applications.ResNet50(weights=None)
+    if label == "keras MobileNetV2":
+        return keras.applications.MobileNetV2(weights=None)
+    return applications.EffResNet50(conv=label.split()[-1])
+
+
+def labels(quick):
+    convs = ["hetconv", "depthwise_separable"] if quick else [c for c in applications.CONV_TYPES if c != "standard"]
+    return [BASELINE, "keras MobileNetV2"] + [f"EffResNet50 {c}" for c in convs]
+
+
+def interpreters(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    result = {}
+    for threads in THREADS:
+        interpreter = Interpreter(model_path=path, num_threads=threads)
+        runner = interpreter.get_signature_runner()
+        x = np.random.default_rng(0).standard_normal((1, SIZE, SIZE, 3)).astype("float32")
+        result[threads] = lambda runner=runner, x=x: runner(args_0=x)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="timed rounds per model and thread count")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu", help="optimize_for_inference target")
+    parser.add_argument("--quick", action="store_true", help="only two conv types")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    work = tempfile.mkdtemp(prefix="effconv-litert-bench-")
+    macs, runs, exports = {}, {}, {}
+    for label in labels(args.quick):
+        model = build(label)
+        macs[label] = profile(model).total_macs
+        path = os.path.join(work, label.replace(" ", "_") + ".tflite")
+        start = time.time()
+        report = export_litert(model, path, target=args.target)
+        print(f"{label}: exported in {time.time() - start:.0f} s, {sum(report.ops.values())} ops, "
+              f"max diff {report.max_abs_diff:.1e}", file=sys.stderr, flush=True)
+        exports[label] = report
+        runs[label] = interpreters(path)
+        del model
+        keras.backend.clear_session()
+
+    times = {(label, t): [] for label in runs for t in THREADS}
+    for threads in THREADS:
+        for label in runs:
+            for _ in range(args.warmup):
+                runs[label][threads]()
+        for _ in range(args.rounds):
+            for label in runs:
+                start = time.perf_counter()
+                runs[label][threads]()
+                times[(label, threads)].append((time.perf_counter() - start) * 1e3)
+
+    median = {key: float(np.median(v)) for key, v in times.items()}
+    lines = [
+        f"# LiteRT CPU (XNNPACK) latency, batch 1, {SIZE}x{SIZE}",
+        "",
+        f"Generated {datetime.date.today()} by `benchmarks/litert.py` on {platform.machine()} "
+        f"({os.cpu_count()} CPUs), ai-edge-litert interpreter, `optimize_for_inference(target='{args.target}')`, "
+        f"{args.rounds} interleaved rounds after {args.warmup} warm-up; medians in ms. Desktop CPU, not a phone.",
+        "",
+        "| model | MACs | MAC reduction | 1 thread ms | 2 threads ms | speedup (2 thr.) | speedup / MAC reduction | ops | max abs diff vs Keras |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in runs:
+        reduction = macs[BASELINE] / macs[label]
+        speedup = median[(BASELINE, 2)] / median[(label, 2)]
+        lines.append(
+            f"| {label} | {macs[label] / 1e9:.2f} G | {reduction:.2f}x | {median[(label, 1)]:.1f} | "
+            f"{median[(label, 2)]:.1f} | {speedup:.2f}x | {speedup / reduction:.2f} | "
+            f"{sum(exports[label].ops.values())} | {exports[label].max_abs_diff:.1e} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    name = "litert.md" if args.target == "cpu" else f"litert_{args.target}.md"
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name)
+    with open(out, "w") as f:
+        f.write(text)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""`keras-effconv export`: the command-line front end of `export_litert`.
+
+    keras-effconv export model.keras --out model.tflite
+    keras-effconv export model.keras --out model_int8.tflite --quantize int8 --calibration fashion_mnist
+
+`register(subparsers)` adds the sub-command to the main parser; bad input
+raises ValueError/OSError with a one-line message, which the main CLI prints
+as `keras-effconv: error: ...` (exit status 2).
+"""
+
+import argparse
+import json
+
+QUANTIZE_CHOICES = ("none", "float16", "dynamic_int8", "int8")
+CALIBRATION_CHOICES = ("fashion_mnist",)
+CALIBRATION_SAMPLES = 300
+
+
+def _shape(text):
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W,C like 224,224,3, got {text!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected three positive integers like 224,224,3, got {text!r}")
+    return shape
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def calibration_images(name, input_shape, count=CALIBRATION_SAMPLES, seed=0):
+    """Real calibration images in the training recipe's format (float32 in [0, 1]).
+
+    Args:
+        name: `"fashion_mnist"` (the offline Debian dataset).
+        input_shape: the model's per-sample input `(H, W, C)`; images are
+            resized and their gray channel repeated to match.
+        count: number of training images, drawn with a fixed seed.
+        seed: the random seed.
+
+    Returns:
+        float32 array `(count, H, W, C)`.
+
+    Raises:
+        ValueError: for an unknown `name` or a channel count other than 1 or 3.
+        FileNotFoundError: if the dataset is not installed.
+    """
+    import numpy as np
+
+    import keras
+
+    from keras_effconv.datasets import fashion_mnist
+
+    if name not in CALIBRATION_CHOICES:
+        raise ValueError(
+            f"Invalid value for argument `calibration`: expected one of {CALIBRATION_CHOICES}. Received: {name!r}"
+        )
+    (x_train, _), _ = fashion_mnist()
+    keep = np.random.default_rng(seed).permutation(len(x_train))[:count]
+    images = x_train[keep].astype("float32")[..., None] / 255.0
+    height, width, channels = input_shape
+    if channels not in (1, 3):
+        raise ValueError(
+            f"--calibration {name} gives gray images; the model input has {channels} channels (allowed: 1 or 3)"
+        )
+    if (height, width) != images.shape[1:3]:
+        images = keras.ops.convert_to_numpy(keras.ops.image.resize(images, (height, width)))
+    if channels == 3:
+        images = np.repeat(images, 3, axis=-1)
+    return np.asarray(images, dtype="float32")
+
+
+def _export_command(args):
+    import os
+
+    import keras
+
+    from keras_effconv.export.litert import export_litert
+
+    if not args.model.endswith(".keras"):
+        raise ValueError(f"MODEL must be a .keras file, got {args.model!r}")
+    if not os.path.exists(args.model):
+        raise OSError(f"model file not found: {args.model}")
+    quantization = None if args.quantize == "none" else args.quantize
+    if quantization == "int8" and args.calibration is None:
+        raise ValueError("--quantize int8 needs --calibration (e.g. --calibration fashion_mnist)")
+    model = keras.saving.load_model(args.model, compile=False)
+    data = None
+    if args.calibration is not None:
+        shape = args.input_shape or tuple(model.inputs[0].shape[1:])
+        if any(d is None for d in shape):
+            raise ValueError(f"the model input {tuple(model.inputs[0].shape)} has unknown sizes; pass --input-shape H,W,C")
+        data = calibration_images(args.calibration, shape)
+    report = export_litert(
+        model,
+        args.out,
+        input_shape=args.input_shape,
+        batch_size=args.batch_size,
+        quantization=quantization,
+        representative_data=data,
+        target=args.target,
+        verify=not args.no_verify,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.summary())
+
+
+def register(subparsers):
+    """Adds the `export` sub-command to an argparse sub-parser collection.
+
+    Args:
+        subparsers: the object returned by `parser.add_subparsers()`.
+
+    Returns:
+        The `export` sub-parser.
+    """
+    from keras_effconv.export.inference import TARGETS
+
+    parser = subparsers.add_parser(
+        "export",
+        help="export a .keras model to a verified, GPU-ready LiteRT .tflite file",
+        description="Optimizes the model for inference, converts it to LiteRT with builtin ops only and a "
+        "static input shape, and verifies it (no Flex ops, outputs vs Keras, GPU check).",
+    )
+    parser.add_argument("model", metavar="MODEL.keras", help="the trained model (.keras file)")
+    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the .tflite file")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none", help="quantization (default none)")
+    parser.add_argument(
+        "--calibration", choices=CALIBRATION_CHOICES, default=None,
+        help="real images for int8 calibration and verification (needed with --quantize int8)",
+    )
+    parser.add_argument("--target", choices=TARGETS, default="gpu", help="mobile GPU (default) or CPU/XNNPACK")
+    parser.add_argument("--input-shape", type=_shape, default=None, metavar="H,W,C",
+                        help="per-sample input shape, when the model's is not fixed")
+    parser.add_argument("--batch-size", type=_positive_int, default=1, metavar="N", help="static batch size (default 1)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the interpreter and GPU checks")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(handler=_export_command)
+    return parser

@@ -1,0 +1,131 @@
+"""optimize_for_inference: same function, mobile-friendly ops, every backend."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from helpers import max_rel_diff
+from helpers import randomize_statistics
+from keras_effconv import layers as eff
+from keras_effconv.applications import CONV_TYPES
+from keras_effconv.applications import EffResNet20
+from keras_effconv.applications import EffResNet50
+from keras_effconv.export import ChannelGather
+from keras_effconv.export import optimize_for_inference
+
+
+def _grouped_convs(model):
+    return [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.groups > 1]
+
+
+@pytest.mark.parametrize("conv", CONV_TYPES)
+def test_effresnet20_every_conv_type(conv):
+    model = randomize_statistics(EffResNet20(input_shape=(28, 28, 1), conv=conv, classifier_activation=None))
+    x = np.random.default_rng(1).standard_normal((1, 28, 28, 1)).astype("float32")
+    expected = model(x)
+    for target in ("gpu", "cpu"):
+        fast = optimize_for_inference(model, target=target)
+        assert tuple(fast.input.shape) == (1, 28, 28, 1)
+        assert max_rel_diff(expected, fast(x)) <= 1e-4
+        if conv in ("standard", "hetconv", "igc", "depthwise_separable"):
+            assert not any(isinstance(l, keras.layers.BatchNormalization) for l in fast.layers)
+        if target == "gpu":
+            for layer in _grouped_convs(fast):
+                groups = layer.groups
+                assert layer.kernel.shape[2] % 4 == 0 and (layer.filters // groups) % 4 == 0, layer.name
+
+
+@pytest.mark.parametrize("conv", ["hetconv", "compconv"])
+def test_effresnet50_64px(conv):
+    model = randomize_statistics(EffResNet50(input_shape=(64, 64, 3), conv=conv, classifier_activation=None))
+    x = np.random.default_rng(2).standard_normal((1, 64, 64, 3)).astype("float32")
+    fast = optimize_for_inference(model, target="gpu")
+    assert max_rel_diff(model(x), fast(x)) <= 1e-4
+    if conv == "hetconv":
+        # Residue-class permutations are folded into the neighbouring 1x1 convolutions.
+        assert not any(isinstance(l, ChannelGather) for l in fast.layers)
+        assert not any(isinstance(l, keras.layers.BatchNormalization) for l in fast.layers)
+
+
+def _zoo():
+    """Every other layer kind the rewrite handles, in one small model."""
+    inputs = keras.Input((15, 16, 8))
+    x = keras.layers.Conv2D(8, 3, padding="same", groups=4, name="grouped2")(inputs)  # 2 channels per group
+    x = keras.layers.BatchNormalization()(x)
+    x = eff.ChannelShuffle(2)(x)
+    x = eff.HetConv2D(16, 3, strides=2, padding="valid", part=4, name="het_valid")(x)
+    x = keras.layers.ReLU()(x)
+    x = eff.CompConv2D(16, 3, strides=2, depth=2, name="comp_s2")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = eff.InterleavedGroupConv2D(16, 3, primary_groups=1, name="igc_l1")(x)
+    x = eff.FactorizedConv2D(16, 3, num_units=2, activation="relu", spatial_bottleneck=True,
+                             topology={"grid": (2, 2), "window": (1, 2)}, name="sic")(x)
+    x = eff.SqueezeExcite(reduction=4)(x)
+    x = eff.EfficientChannelAttention()(x)
+    x = keras.layers.UpSampling2D(2)(x)
+    x = keras.layers.SeparableConv2D(12, 3, padding="same")(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
+    x = keras.layers.BatchNormalization()(x)
+    inner = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(8, 1), keras.layers.BatchNormalization()],
+                             name="nested")
+    x = inner(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(5)(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_every_layer_kind():
+    model = randomize_statistics(_zoo())
+    x = np.random.default_rng(3).standard_normal((2, 15, 16, 8)).astype("float32")
+    fast = optimize_for_inference(model, target="gpu", batch_size=2)
+    assert max_rel_diff(model(x), fast(x)) <= 1e-4
+    assert not _grouped_convs(fast)  # 2 channels per group: split for the GPU
+    assert not any(isinstance(l, keras.layers.UpSampling2D) for l in fast.layers)
+    cpu = optimize_for_inference(model, target="cpu", batch_size=2)
+    assert max_rel_diff(model(x), cpu(x)) <= 1e-4
+    assert _grouped_convs(cpu)
+
+
+def test_saved_and_reloaded(tmp_path):
+    model = randomize_statistics(EffResNet20(input_shape=(28, 28, 1), conv="hetconv"))
+    fast = optimize_for_inference(model)
+    fast.save(tmp_path / "fast.keras")
+    again = keras.saving.load_model(tmp_path / "fast.keras")
+    x = np.random.default_rng(4).standard_normal((1, 28, 28, 1)).astype("float32")
+    assert max_rel_diff(fast(x), again(x)) <= 1e-6
+
+
+def test_lambda_is_named():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2, name="my_lambda")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(x))
+    with pytest.raises(ValueError, match="my_lambda.*Lambda"):
+        optimize_for_inference(model)
+
+
+def test_bad_arguments():
+    model = EffResNet20(input_shape=(28, 28, 1), conv="igc")
+    with pytest.raises(ValueError, match="`target`.*'tpu'"):
+        optimize_for_inference(model, target="tpu")
+    with pytest.raises(ValueError, match="`batch_size`"):
+        optimize_for_inference(model, batch_size=0)
+    with pytest.raises(ValueError, match="`input_shape`"):
+        optimize_for_inference(model, input_shape=(32, 32, 1))
+    free = EffResNet20(input_shape=(None, None, 1), include_top=False, conv="igc")
+    with pytest.raises(ValueError, match="input_shape"):
+        optimize_for_inference(free)
+    fixed = optimize_for_inference(free, input_shape=(20, 24, 1), batch_size=3)
+    assert tuple(fixed.input.shape) == (3, 20, 24, 1)
+
+
+def test_subclassed_model_rejected():
+    class Net(keras.Model):
+        def call(self, x):
+            return x
+
+    net = Net()
+    net(np.zeros((1, 4, 4, 1), "float32"))
+    with pytest.raises(ValueError, match="subclassed"):
+        optimize_for_inference(net)

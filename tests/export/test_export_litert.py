@@ -1,0 +1,166 @@
+"""export_litert: builtin-only, static, verified, atomic; int8 on real Fashion-MNIST."""
+
+import os
+
+import numpy as np
+import pytest
+
+import keras
+
+from helpers import assert_gpu_check
+from helpers import randomize_statistics
+from keras_effconv import layers as eff
+from keras_effconv.applications import CONV_TYPES
+from keras_effconv.applications import EffResNet20
+from keras_effconv.applications import EffResNet50
+from keras_effconv.export import ExportError
+from keras_effconv.export import export_litert
+from keras_effconv.export import litert
+
+TF_ONLY = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="conversion runs in a TF subprocess from every backend; the full matrix runs once, on the TF test run",
+)
+
+
+def _check_float32(report, shape):
+    assert report.flex_ops == []
+    assert report.input_shapes == [list(shape)]
+    assert report.max_abs_diff <= 1e-4 * max(1.0, report.output_scale)
+    assert_gpu_check(report.gpu_check)
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [pytest.param(c, marks=[] if c == "hetconv" else [TF_ONLY]) for c in CONV_TYPES],
+)
+def test_effresnet20_exports_and_runs_on_gpu(conv, tmp_path):
+    model = randomize_statistics(EffResNet20(input_shape=(28, 28, 1), conv=conv))
+    report = export_litert(model, tmp_path / "m.tflite")
+    _check_float32(report, (1, 28, 28, 1))
+    assert os.path.exists(tmp_path / "m.tflite")
+    assert os.listdir(tmp_path) == ["m.tflite"]  # no temporary files left
+
+
+@TF_ONLY
+@pytest.mark.parametrize("conv", ["hetconv", "compconv"])
+def test_effresnet50_64px(conv, tmp_path):
+    model = randomize_statistics(EffResNet50(input_shape=(64, 64, 3), conv=conv))
+    report = export_litert(model, tmp_path / "m.tflite")
+    _check_float32(report, (1, 64, 64, 3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [64, 224])
+@pytest.mark.parametrize("conv", CONV_TYPES)
+def test_effresnet50_matrix(conv, size, tmp_path):
+    model = randomize_statistics(EffResNet50(input_shape=(size, size, 3), conv=conv))
+    report = export_litert(model, tmp_path / "m.tflite")
+    _check_float32(report, (1, size, size, 3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("conv", CONV_TYPES)
+def test_effresnet56_and_vgg16_cifar(conv, tmp_path):
+    from keras_effconv.applications import EffResNet56
+    from keras_effconv.applications import EffVGG16
+
+    for model in (EffResNet56(input_shape=(32, 32, 3), conv=conv), EffVGG16(style="cifar", conv=conv)):
+        report = export_litert(randomize_statistics(model), tmp_path / "m.tflite")
+        _check_float32(report, (1,) + tuple(model.input.shape[1:]))
+
+
+def _tiny():
+    inputs = keras.Input((12, 12, 4))
+    x = eff.HetConv2D(8, 3, part=2)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+def test_failed_export_keeps_existing_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"previous good model")
+    # A model the rewrite refuses: nothing is converted, nothing is written.
+    inputs = keras.Input((8, 8, 3))
+    bad = keras.Model(inputs, keras.layers.Lambda(lambda t: t + 1, name="offset")(inputs))
+    with pytest.raises(ValueError, match="offset"):
+        export_litert(bad, path)
+    assert path.read_bytes() == b"previous good model"
+    # A conversion that fails verification after writing its temporary file.
+    monkeypatch.setattr(litert, "FLOAT32_TOLERANCE", -1.0)
+    with pytest.raises(ExportError, match="differs from Keras"):
+        export_litert(_tiny(), path, target="cpu")
+    assert path.read_bytes() == b"previous good model"
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
+
+
+@TF_ONLY
+def test_float16_and_dynamic_int8(tmp_path):
+    model = randomize_statistics(_tiny())
+    f16 = export_litert(model, tmp_path / "f16.tflite", quantization="float16")
+    assert f16.flex_ops == [] and f16.max_abs_diff < 1e-2 * max(1.0, f16.output_scale)
+    assert f16.gpu_check.static_ok
+    dyn = export_litert(model, tmp_path / "dyn.tflite", quantization="dynamic_int8", target="cpu")
+    assert dyn.flex_ops == [] and dyn.max_abs_diff < 0.1 * max(1.0, dyn.output_scale)
+    assert dyn.file_size < f16.file_size * 1.5
+
+
+def test_bad_arguments(tmp_path):
+    model = _tiny()
+    with pytest.raises(ValueError, match="`quantization`.*'int4'"):
+        export_litert(model, tmp_path / "m.tflite", quantization="int4")
+    with pytest.raises(ValueError, match="`representative_data`"):
+        export_litert(model, tmp_path / "m.tflite", quantization="int8")
+    with pytest.raises(OSError, match="does not exist"):
+        export_litert(model, tmp_path / "missing" / "m.tflite")
+    with pytest.raises(ValueError, match="`representative_data`.*shape"):
+        export_litert(model, tmp_path / "m.tflite", representative_data=np.zeros((4, 8, 8, 4)))
+    assert os.listdir(tmp_path) == []
+
+
+def _train_fashion_mnist():
+    from keras_effconv.datasets import fashion_mnist
+
+    (x_train, y_train), (x_test, y_test) = fashion_mnist()
+    x_train = x_train[..., None].astype("float32") / 255.0
+    x_test = x_test[..., None].astype("float32") / 255.0
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = eff.HetConv2D(32, 3, strides=2, part=4, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = eff.InterleavedGroupConv2D(32, 3, strides=2, primary_groups=4, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x_train[:20000], y_train[:20000], batch_size=128, epochs=1, verbose=0)
+    return model, x_train, x_test, y_test
+
+
+@TF_ONLY
+def test_int8_agrees_with_float_on_real_fashion_mnist(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, x_train, x_test, y_test = _train_fashion_mnist()
+    calibration = x_train[np.random.default_rng(0).permutation(len(x_train))[:300]]
+    report = export_litert(model, tmp_path / "int8.tflite", quantization="int8",
+                           representative_data=calibration, target="cpu")
+    assert report.flex_ops == []
+    assert "CONV_2D" in report.ops
+    assert isinstance(report.layer_errors, list) and report.layer_errors  # per-layer PTQ error report
+    images = x_test[:1000]
+    runner = Interpreter(model_path=str(tmp_path / "int8.tflite")).get_signature_runner()
+    int8 = np.array([np.argmax(next(iter(runner(args_0=images[i : i + 1]).values()))) for i in range(len(images))])
+    float_ = np.argmax(keras.ops.convert_to_numpy(model.predict(images, verbose=0)), axis=-1)
+    agreement = float(np.mean(int8 == float_))
+    accuracy = float(np.mean(float_ == y_test[:1000]))
+    print(f"float accuracy {accuracy:.3f}, int8/float top-1 agreement {agreement:.4f}")
+    assert accuracy > 0.7
+    assert agreement >= 0.99
