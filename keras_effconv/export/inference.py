@@ -762,10 +762,12 @@ def _check_target(target):
 
 
 def _static_inputs(model, input_shape, batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+    ):
         raise ValueError(
             "Invalid value for argument `batch_size`: expected a positive integer "
-            f"(mobile runtimes need a static batch). Received: batch_size={batch_size!r}"
+            f"(mobile runtimes need a static batch) or None. Received: batch_size={batch_size!r}"
         )
     inputs = _functional(model).inputs
     if input_shape is not None:
@@ -800,7 +802,7 @@ def _static_inputs(model, input_shape, batch_size):
                 f"model's input shape {known}."
             )
     return [
-        keras.Input(batch_shape=(int(batch_size),) + tuple(int(d) for d in shape), dtype=t.dtype, name=t.name)
+        keras.Input(batch_shape=(None if batch_size is None else int(batch_size),) + tuple(int(d) for d in shape), dtype=t.dtype, name=t.name)
         for t, shape in zip(inputs, shapes)
     ]
 
@@ -827,7 +829,8 @@ def optimize_for_inference(model, target="gpu", input_shape=None, batch_size=1):
             (XNNPACK: grouped convolutions always stay native).
         input_shape: optional per-sample input shape, e.g. `(224, 224, 3)`;
             required when the model's spatial sizes are unknown.
-        batch_size: int, the static batch size (default 1).
+        batch_size: int, the static batch size (default 1), or None for a
+            dynamic batch (for fine-tuning, e.g. quantization-aware training).
 
     Returns:
         A new Functional `keras.Model`.

@@ -184,9 +184,10 @@ def _interpreter_outputs(path, batches):
 
     interpreter = Interpreter(model_path=path)
     runner = interpreter.get_signature_runner()
+    names = list(runner.get_input_details())
     outputs = []
     for batch in batches:
-        result = runner(**{f"args_{i}": x for i, x in enumerate(batch)})
+        result = runner(**dict(zip(names, batch)))
         outputs.append([np.asarray(result[k]) for k in sorted(result, key=_output_index)])
     return outputs
 
