@@ -1,5 +1,6 @@
 """Shared helpers of the export tests."""
 
+import functools
 import os
 
 import numpy as np
@@ -41,3 +42,30 @@ def assert_gpu_check(check):
         assert check.run_status == "passed", check.run_reason
         assert check.fully_accelerated is True
         assert check.max_abs_diff <= check.tolerance
+
+
+@functools.lru_cache(maxsize=1)
+def trained_fashion_mnist():
+    """A small HetConv/IGC network trained for one epoch on 30k real Fashion-MNIST images (cached)."""
+    from keras_effconv import layers as eff
+    from keras_effconv.datasets import fashion_mnist
+
+    (x_train, y_train), (x_test, y_test) = fashion_mnist()
+    x_train = x_train[..., None].astype("float32") / 255.0
+    x_test = x_test[..., None].astype("float32") / 255.0
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = keras.layers.ReLU()(x)
+    x = eff.HetConv2D(32, 3, strides=2, part=4, use_bias=False)(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = keras.layers.ReLU()(x)
+    x = eff.InterleavedGroupConv2D(64, 3, strides=2, primary_groups=4, use_bias=False)(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x_train[:30000], y_train[:30000], batch_size=64, epochs=1, verbose=0)
+    return model, x_train, y_train, x_test, y_test
