@@ -20,6 +20,7 @@ _SUPPORTED = (
     "InputLayer", "Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "Activation", "ReLU",
     "Add", "Concatenate", "Cropping2D", "ZeroPadding2D", "MaxPooling2D", "AveragePooling2D",
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Identity", "ChannelGather", "DepthToSpace",
+    "Flatten", "Reshape", "Softmax", "Multiply", "Subtract", "Average", "Maximum", "Minimum", "LeakyReLU",
 )
 
 

@@ -66,7 +66,7 @@ def test_effresnet56_and_vgg16_cifar(conv, tmp_path):
     from keras_effconv.applications import EffResNet56
     from keras_effconv.applications import EffVGG16
 
-    for model in (EffResNet56(input_shape=(32, 32, 3), conv=conv), EffVGG16(style="cifar", conv=conv)):
+    for model in (EffResNet56(input_shape=(32, 32, 3), conv=conv), EffVGG16(style="cifar", classes=10, conv=conv)):
         report = export_litert(randomize_statistics(model), tmp_path / "m.tflite")
         _check_float32(report, (1,) + tuple(model.input.shape[1:]))
 
