@@ -25,6 +25,10 @@ TF_ONLY = pytest.mark.skipif(
 
 
 def _check_float32(report, shape):
+    check = report.gpu_check
+    print(f"\nEXPORT {shape} ops={sum(report.ops.values())} flex={len(report.flex_ops)} "
+          f"diff={report.max_abs_diff:.2e} gpu={check.run_status} full={check.fully_accelerated} "
+          f"gpu_diff={check.max_abs_diff} {check.run_reason}")
     assert report.flex_ops == []
     assert report.input_shapes == [list(shape)]
     assert report.max_abs_diff <= 1e-4 * max(1.0, report.output_scale)
