@@ -6,6 +6,9 @@
   verifies (no Flex ops, outputs vs Keras, GPU check) and writes atomically.
 - `check_gpu(path)`: static GPU rules + a GPU-only fp32 run on the LiteRT
   GPU accelerator where one can start (e.g. Mesa lavapipe).
+- `quantization_aware_training(model, path, x, y)`: int8 QAT with
+  tensorflow-model-optimization in its own process (post-training int8 is
+  `export_litert(..., quantization="int8")`).
 """
 
 from keras_effconv.export._layers import ChannelGather
@@ -19,6 +22,8 @@ from keras_effconv.export.litert import QUANTIZATIONS
 from keras_effconv.export.litert import ExportError
 from keras_effconv.export.litert import ExportReport
 from keras_effconv.export.litert import export_litert
+from keras_effconv.export.qat import QatReport
+from keras_effconv.export.qat import quantization_aware_training
 
 __all__ = [
     "ChannelGather",
@@ -32,4 +37,6 @@ __all__ = [
     "export_litert",
     "inspect_tflite",
     "optimize_for_inference",
+    "QatReport",
+    "quantization_aware_training",
 ]
