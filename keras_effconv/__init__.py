@@ -3,6 +3,7 @@
 from keras_effconv import applications
 from keras_effconv import datasets
 from keras_effconv import decompose
+from keras_effconv import export
 from keras_effconv import layers
 from keras_effconv import profiling
 from keras_effconv.applications import convert
