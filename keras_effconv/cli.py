@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _parse_shape(text):
+def parse_shape(text):
     try:
         shape = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -92,7 +92,7 @@ def _profile_command(args):
     print(result.summary())
 
 
-def _positive_int(text):
+def positive_int(text):
     try:
         value = int(text)
     except ValueError:
@@ -102,7 +102,7 @@ def _positive_int(text):
     return value
 
 
-def _positive_float(text):
+def positive_float(text):
     try:
         value = float(text)
     except ValueError:
@@ -165,11 +165,11 @@ def make_parser():
     tr.add_argument("--conv-config", type=_parse_json_dict, default=None, help="method arguments as JSON")
     tr.add_argument("--dataset", default="fashion_mnist", choices=DATASETS, help="training data (default fashion_mnist)")
     tr.add_argument("--data-path", default=None, help="data location (required for image_folder)")
-    tr.add_argument("--epochs", type=_positive_int, default=10)
+    tr.add_argument("--epochs", type=positive_int, default=10)
     tr.add_argument("--out", required=True, help="output directory; re-run the same command to resume")
-    tr.add_argument("--subset", type=_positive_int, default=None, help="use only N training images")
-    tr.add_argument("--batch-size", type=_positive_int, default=128)
-    tr.add_argument("--learning-rate", type=_positive_float, default=2e-3)
+    tr.add_argument("--subset", type=positive_int, default=None, help="use only N training images")
+    tr.add_argument("--batch-size", type=positive_int, default=128)
+    tr.add_argument("--learning-rate", type=positive_float, default=2e-3)
     tr.add_argument("--mixed-precision", action="store_true", help="mixed_bfloat16")
     tr.add_argument("--jit-compile", action="store_true", help="XLA (always on for JAX)")
     tr.add_argument("--distribute", action="store_true", help="data-parallel over all local devices (jax, tensorflow)")
@@ -183,7 +183,7 @@ def make_parser():
                       "eff_vgg16, or a .keras file")
     prof.add_argument("--conv", default="hetconv", choices=CONV_TYPES, help="efficient convolution (default hetconv)")
     prof.add_argument("--conv-config", type=_parse_json_dict, default=None, help='method arguments as JSON, e.g. \'{"part": 8}\'')
-    prof.add_argument("--input-shape", type=_parse_shape, default=None, help="per-sample input shape H,W,C")
+    prof.add_argument("--input-shape", type=parse_shape, default=None, help="per-sample input shape H,W,C")
     prof.add_argument("--classes", type=int, default=None, help="classifier size (default: the network's)")
     prof.add_argument("--no-top", action="store_true", help="profile without the classifier")
     prof.add_argument("--layers", action="store_true", help="also print the per-layer table")

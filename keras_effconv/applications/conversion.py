@@ -4,6 +4,8 @@ import dataclasses
 
 import keras
 
+from keras_effconv._model_graph import all_layers
+from keras_effconv._model_graph import functional_graph
 from keras_effconv.applications.conv_types import ConvReplacer
 
 
@@ -41,13 +43,6 @@ class ConversionReport:
 
     def __str__(self):
         return self.to_markdown()
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def _channels_shape(conv_layer):
@@ -101,18 +96,13 @@ def convert(model, conv="hetconv", conv_config=None, layers=None):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: model={model!r} of type {type(model).__name__}")
-    if not isinstance(model, (keras.Sequential,)) and not hasattr(model, "_run_through_graph"):
-        raise ValueError(
-            "`convert` needs a Functional or Sequential model, whose graph of "
-            f"layers it can rebuild. Received a subclassed model '{model.name}' "
-            f"({type(model).__name__})."
-        )
+    functional_graph(model, "`convert`")
     if not model.built:
         raise ValueError(f"`model` '{model.name}' is not built: call it on an input or build it first.")
     if layers is not None:
         if isinstance(layers, str):
             layers = [layers]
-        by_name = {layer.name: layer for layer in _all_layers(model)}
+        by_name = {layer.name: layer for layer in all_layers(model)}
         wrong = [name for name in layers if not isinstance(by_name.get(name), keras.layers.Conv2D)]
         if wrong:
             raise ValueError(

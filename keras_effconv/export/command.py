@@ -8,32 +8,14 @@ raises ValueError/OSError with a one-line message, which the main CLI prints
 as `keras-effconv: error: ...` (exit status 2).
 """
 
-import argparse
 import json
+
+from keras_effconv.cli import parse_shape
+from keras_effconv.cli import positive_int
 
 QUANTIZE_CHOICES = ("none", "float16", "dynamic_int8", "int8")
 CALIBRATION_CHOICES = ("fashion_mnist",)
 CALIBRATION_SAMPLES = 300
-
-
-def _shape(text):
-    try:
-        shape = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected H,W,C like 224,224,3, got {text!r}") from None
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected three positive integers like 224,224,3, got {text!r}")
-    return shape
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def calibration_images(name, input_shape, count=CALIBRATION_SAMPLES, seed=0):
@@ -140,9 +122,9 @@ def register(subparsers):
         help="real images for int8 calibration and verification (needed with --quantize int8)",
     )
     parser.add_argument("--target", choices=TARGETS, default="gpu", help="mobile GPU (default) or CPU/XNNPACK")
-    parser.add_argument("--input-shape", type=_shape, default=None, metavar="H,W,C",
+    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C",
                         help="per-sample input shape, when the model's is not fixed")
-    parser.add_argument("--batch-size", type=_positive_int, default=1, metavar="N", help="static batch size (default 1)")
+    parser.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="static batch size (default 1)")
     parser.add_argument("--no-verify", action="store_true", help="skip the interpreter and GPU checks")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=_export_command)

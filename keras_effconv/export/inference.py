@@ -38,6 +38,8 @@ import numpy as np
 import keras
 
 from keras_effconv import layers as eff
+from keras_effconv._model_graph import all_layers
+from keras_effconv._model_graph import functional_graph
 from keras_effconv.export._layers import ChannelGather
 from keras_effconv.export._layers import DepthToSpace
 from keras_effconv.layers import _core
@@ -190,29 +192,8 @@ def _check_layer(layer):
     )
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
 def _functional(model):
-    if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
-        if functional is None:
-            raise ValueError(
-                f"optimize_for_inference: Sequential model '{model.name}' has "
-                "no known input shape; start it with `keras.Input(shape)`."
-            )
-        return functional
-    if not hasattr(model, "_run_through_graph"):
-        raise ValueError(
-            "optimize_for_inference needs a Functional or Sequential model, "
-            f"whose graph of layers it can rebuild. Received a subclassed "
-            f"model '{model.name}' ({type(model).__name__})."
-        )
-    return model
+    return functional_graph(model, "optimize_for_inference")
 
 
 class _Rewriter:
@@ -856,7 +837,7 @@ def optimize_for_inference(model, target="gpu", input_shape=None, batch_size=1):
     functional = _functional(model)
     if not model.built:
         raise ValueError(f"`model` '{model.name}' is not built: call it on an input or build it first.")
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         _check_layer(layer)
     inputs = _static_inputs(model, input_shape, batch_size)
     rewriter = _Rewriter(target)

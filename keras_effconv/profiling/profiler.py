@@ -5,6 +5,7 @@ import dataclasses
 import keras
 from keras import tree
 
+from keras_effconv._model_graph import functional_graph
 from keras_effconv.profiling.macs import layer_macs
 
 
@@ -105,20 +106,6 @@ class Profile:
         return f"<Profile {self.summary()}>"
 
 
-def _graph_of(model):
-    """The Functional graph that runs `model`, or None for subclassed models."""
-    if isinstance(model, keras.Sequential):
-        if getattr(model, "_functional", None) is None:
-            raise ValueError(
-                f"Sequential model '{model.name}' has no input shape yet: build it "
-                "(e.g. start it with `keras.Input(shape)`) before profiling."
-            )
-        return model._functional
-    if hasattr(model, "_run_through_graph"):
-        return model
-    return None
-
-
 def _is_shape(value):
     return isinstance(value, (tuple, list)) and all(
         d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in value
@@ -129,10 +116,20 @@ def _shape(spec):
     return tuple(tree.flatten(spec)[0].shape)
 
 
+def _nested_graph(operation):
+    """The graph of a nested Functional/Sequential model, else None (a leaf)."""
+    if not isinstance(operation, keras.Model):
+        return None
+    try:
+        return functional_graph(operation, "`profile`")
+    except ValueError:
+        return None
+
+
 def _walk(graph, inputs, prefix, rows, seen):
     def operation_fn(operation):
         def call(*args, **kwargs):
-            nested = _graph_of(operation) if isinstance(operation, keras.Model) else None
+            nested = _nested_graph(operation)
             if nested is not None:
                 return _walk(nested, args[0] if len(args) == 1 else args, f"{prefix}{operation.name}/", rows, seen)
             outputs = operation.compute_output_spec(*args, **kwargs)
@@ -193,14 +190,7 @@ def profile(model, input_shape=None):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
-    graph = _graph_of(model)
-    if graph is None:
-        raise ValueError(
-            f"`profile` needs a Functional or Sequential model; '{model.name}' is "
-            f"a subclassed model ({type(model).__name__}) whose graph of layers "
-            "is not visible. Wrap its layers in a Functional model, or sum "
-            "`layer.compute_macs()` of the efficient layers yourself."
-        )
+    graph = functional_graph(model, "`profile`")
     model_inputs = tree.flatten(graph.inputs)
     if input_shape is None:
         specs = model_inputs
