@@ -58,7 +58,7 @@ def _check_subset(subset, available):
     return min(subset, available)
 
 
-def load_dataset(name, path=None, subset=None, image_size=None, seed=0):
+def load_dataset(name, path=None, subset=None, image_size=None, seed=0, min_size=None):
     """Loads a dataset by name and prepares it for training.
 
     Args:
@@ -70,6 +70,8 @@ def load_dataset(name, path=None, subset=None, image_size=None, seed=0):
         image_size: optional `(H, W)` to resize to (default: the dataset's own
             size; 32x32 for image folders).
         seed: seed of the subset sample.
+        min_size: optional smallest height/width the model accepts; smaller
+            images are resized up to it (e.g. 32 for the ImageNet networks).
 
     Returns:
         A `TrainingData`.
@@ -91,7 +93,10 @@ def load_dataset(name, path=None, subset=None, image_size=None, seed=0):
     if name == "image_folder":
         if path is None:
             raise ValueError("`path` is required for name='image_folder'")
-        train, test, class_names = image_folder(path, image_size=image_size or (32, 32), seed=seed)
+        size = tuple(image_size or (32, 32))
+        if min_size:
+            size = tuple(max(d, min_size) for d in size)
+        train, test, class_names = image_folder(path, image_size=size, seed=seed)
         num_classes = len(class_names)
         train_size = int(train.cardinality())
         limit = _check_subset(subset, train_size)
@@ -120,6 +125,8 @@ def load_dataset(name, path=None, subset=None, image_size=None, seed=0):
         x_train, y_train = x_train[keep], y_train[keep]
     x_train = x_train.astype("float32") / 255.0
     x_test = x_test.astype("float32") / 255.0
+    if image_size is None and min_size and min(x_train.shape[1:3]) < min_size:
+        image_size = tuple(max(d, min_size) for d in x_train.shape[1:3])
     if image_size is not None and tuple(image_size) != x_train.shape[1:3]:
         x_train = tf.image.resize(x_train, image_size).numpy()
         x_test = tf.image.resize(x_test, image_size).numpy()

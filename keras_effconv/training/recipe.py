@@ -237,13 +237,13 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
     if os.path.exists(metrics_path) and not os.path.exists(backup_dir) and not overwrite:
         raise ValueError(f"{out_dir} already holds a finished run (metrics.json); use another --out or --overwrite")
 
-    min_size = _MIN_SIZE.get(config.model)
-    data = load_dataset(config.dataset, path=config.data_path, subset=config.subset, seed=config.seed)
-    spatial = data.input_shape[:2] if keras.config.image_data_format() == "channels_last" else data.input_shape[1:]
-    if min_size and min(spatial) < min_size:
-        data = load_dataset(
-            config.dataset, path=config.data_path, subset=config.subset, seed=config.seed, image_size=(min_size, min_size)
-        )
+    data = load_dataset(
+        config.dataset,
+        path=config.data_path,
+        subset=config.subset,
+        seed=config.seed,
+        min_size=_MIN_SIZE.get(config.model),
+    )
     os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
     _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))
 

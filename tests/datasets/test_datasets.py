@@ -90,3 +90,9 @@ def test_bad_arguments():
         datasets.load_dataset("fashion_mnist", subset=0)
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         datasets.fashion_mnist(path="/nonexistent")
+
+
+def test_min_size_resizes_small_images_up():
+    data = datasets.load_dataset("fashion_mnist", subset=4, min_size=32)
+    assert data.input_shape == (32, 32, 1) and data.train_size == 4
+    assert datasets.load_dataset("fashion_mnist", subset=4, min_size=16).input_shape == (28, 28, 1)
