@@ -155,14 +155,29 @@ def _pipelines(data, config):
 
 
 def build_model(config, input_shape, num_classes):
-    """The network of `config` for `input_shape` and `num_classes`."""
-    return applications.MODELS[config.model](
+    """The network of `config` for `input_shape` and `num_classes`.
+
+    Under a mixed global dtype policy the `predictions` layer computes in
+    float32, as Keras' mixed-precision guide advises: a bfloat16 softmax
+    rounds probabilities to 3 significant digits and the loss with them.
+    """
+    model = applications.MODELS[config.model](
         input_shape=input_shape,
         classes=num_classes,
         conv=config.conv,
         conv_config=config.conv_config,
         weights=None,
     )
+    if keras.config.dtype_policy().compute_dtype == "float32":
+        return model
+
+    def float32_predictions(layer):
+        layer_config = layer.get_config()
+        if layer.name == "predictions":
+            layer_config["dtype"] = "float32"
+        return layer.__class__.from_config(layer_config)
+
+    return keras.models.clone_model(model, clone_function=float32_predictions)
 
 
 def _compile(model, config, steps_per_epoch):

@@ -104,3 +104,19 @@ def test_bad_config_raises_before_touching_out(tmp_path, field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):
         train(config, str(out), verbose=0)
     assert not out.exists()
+
+
+def test_mixed_precision_trains_in_bfloat16_with_float32_predictions(tmp_path):
+    out = str(tmp_path / "run")
+    policy = keras.config.dtype_policy().name
+    metrics = train(TrainConfig(epochs=1, mixed_precision=True, **TINY), out, verbose=0)
+    assert keras.config.dtype_policy().name == policy  # the global policy is restored
+    assert metrics["mixed_precision"] and np.isfinite(metrics["test_loss"])
+
+    model = keras.saving.load_model(os.path.join(out, "model.keras"))
+    conv = next(layer for layer in model.layers if layer.name == "conv1_conv")
+    assert conv.dtype_policy.name == "mixed_bfloat16"
+    assert all(v.dtype == "float32" for v in conv.weights)  # float32 master weights
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    assert model.output.dtype == "float32"
+    assert model.count_params() == metrics["params"]
