@@ -35,5 +35,7 @@ dependencies {
     implementation("com.google.ai.edge.litert:litert:2.3.0")
     implementation("com.google.ai.edge.litert:litert-gpu:2.3.0")
     implementation("androidx.appcompat:appcompat:1.7.0")
+    // lifecycleScope, used to run the benchmark off the main thread.
+    implementation("androidx.lifecycle:lifecycle-runtime-ktx:2.8.7")
     implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.9.0")
 }
