@@ -1,4 +1,4 @@
-"""Measured inference latency on the current Keras backend."""
+"""Measured inference latency and training speed on the current Keras backend."""
 
 import statistics
 import time
@@ -6,6 +6,8 @@ import time
 import numpy as np
 
 import keras
+
+from keras_effconv.layers._core import check_positive_int
 
 
 def inference_function(model, jit_compile=False):
@@ -71,10 +73,8 @@ def measure_latency(models, input_shape, batch_size=1, repeats=20, warmup=3, jit
     >>> result["model"]["median_ms"] > 0
     True
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"Invalid value for argument `batch_size`: expected a positive integer. Received: {batch_size!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"Invalid value for argument `repeats`: expected a positive integer. Received: {repeats!r}")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(repeats, "repeats")
     if isinstance(models, keras.Model):
         models = {"model": models}
     rng = np.random.default_rng(seed)
@@ -91,4 +91,65 @@ def measure_latency(models, input_shape, batch_size=1, repeats=20, warmup=3, jit
             times[label].append(1000.0 * (time.perf_counter() - start))
     return {
         label: {"median_ms": statistics.median(t), "min_ms": min(t), "times_ms": t} for label, t in times.items()
+    }
+
+
+def measure_training_speed(models, x, y, repeats=10, warmup=2):
+    """Median time of one training step of compiled models, measured interleaved.
+
+    Each round calls `train_on_batch(x, y)` once per model, round-robin, so
+    that drifts of the machine affect all models alike (compare the ratios of
+    one call). The models are trained by this: pass copies if their weights
+    matter.
+
+    Args:
+        models: a compiled `keras.Model` or a dict `{label: model}`.
+        x: one batch of inputs.
+        y: the matching targets, in the form the models' losses expect.
+        repeats: timed rounds.
+        warmup: untimed rounds first (tracing, compilation, optimizer build).
+
+    Returns:
+        `{label: {"median_ms": float, "min_ms": float, "images_per_second":
+        float, "times_ms": list}}` (label `"model"` for a single model);
+        `images_per_second` is the batch size over the median step time.
+
+    Raises:
+        ValueError: if `repeats` is not a positive integer, `warmup` is
+            negative, or a model is not compiled.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    >>> model.compile("sgd", "mse")
+    >>> speed = measure_training_speed(model, np.zeros((4, 8, 8, 3)), np.zeros((4, 2)), repeats=2)
+    >>> speed["model"]["images_per_second"] > 0
+    True
+    """
+    check_positive_int(repeats, "repeats")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"Invalid value for argument `warmup`: expected an integer >= 0. Received: warmup={warmup!r}")
+    if isinstance(models, keras.Model):
+        models = {"model": models}
+    for label, model in models.items():
+        if not getattr(model, "compiled", False):
+            raise ValueError(f"Model {label!r} is not compiled: call `model.compile(...)` before timing training steps.")
+    times = {label: [] for label in models}
+    for _ in range(warmup):
+        for model in models.values():
+            model.train_on_batch(x, y)
+    for _ in range(repeats):
+        for label, model in models.items():
+            start = time.perf_counter()
+            keras.ops.convert_to_numpy(model.train_on_batch(x, y, return_dict=True)["loss"])
+            times[label].append(1000.0 * (time.perf_counter() - start))
+    batch = len(x)
+    return {
+        label: {
+            "median_ms": statistics.median(t),
+            "min_ms": min(t),
+            "images_per_second": 1000.0 * batch / statistics.median(t),
+            "times_ms": t,
+        }
+        for label, t in times.items()
     }

@@ -5,12 +5,15 @@ import os
 import statistics
 
 import keras
+import numpy as np
 
 from keras_effconv.profiling import measure_latency
+from keras_effconv.profiling import measure_training_speed
+from keras_effconv.training.recipe import compile_for_training
 from keras_effconv.training.recipe import train
 
 
-def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, verbose=0):
+def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, train_steps=10, verbose=0):
     """Trains `base_config` once per conv type and seed; returns one row per conv.
 
     Each run goes to `out_dir/<conv>/seed<k>` and resumes if interrupted;
@@ -22,12 +25,16 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, verb
         out_dir: parent directory of the runs.
         seeds: one run per seed.
         latency_batch: batch size of the inference latency measurement.
+        train_steps: timed training steps per model (batch
+            `base_config.batch_size`, models interleaved).
         verbose: `model.fit` verbosity.
 
     Returns:
         A list of dicts: `conv`, `accuracies`, `accuracy_mean`,
         `accuracy_spread` (max - min over seeds), `macs`, `params`,
-        `train_images_per_second`, `latency_ms` (median, interleaved).
+        `train_images_per_second` and `latency_ms` (medians, models
+        interleaved), `fit_images_per_second` (the runs' own wall time,
+        validation included).
 
     Example:
 
@@ -56,16 +63,27 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, verb
                 "accuracy_spread": max(accuracies) - min(accuracies),
                 "macs": runs[0]["macs"],
                 "params": runs[0]["params"],
-                "train_images_per_second": statistics.mean(
+                "fit_images_per_second": statistics.mean(
                     r["train_images"] * r["epochs"] / r["train_seconds"] for r in runs
                 ),
                 "input_shape": tuple(runs[0]["input_shape"]),
             }
         )
         models[conv] = keras.saving.load_model(os.path.join(out_dir, conv, f"seed{seeds[0]}", "model.keras"))
-    latency = measure_latency(models, rows[0]["input_shape"], batch_size=latency_batch, repeats=20, warmup=3)
+    input_shape = rows[0]["input_shape"]
+    latency = measure_latency(models, input_shape, batch_size=latency_batch, repeats=20, warmup=3)
+    # The runs' own wall time depends on whatever else the machine did while
+    # each trained; the training speed is measured again here, all interleaved.
+    for model in models.values():
+        compile_for_training(model, base_config, steps_per_epoch=1)
+    num_classes = models[rows[0]["conv"]].output_shape[-1]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 1.0, (base_config.batch_size,) + tuple(input_shape)).astype("float32")
+    y = np.eye(num_classes, dtype="float32")[rng.integers(0, num_classes, base_config.batch_size)]
+    speed = measure_training_speed(models, x, y, repeats=train_steps, warmup=2)
     for row in rows:
         row["latency_ms"] = latency[row["conv"]]["median_ms"]
+        row["train_images_per_second"] = speed[row["conv"]]["images_per_second"]
     return rows
 
 

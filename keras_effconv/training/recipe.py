@@ -180,7 +180,13 @@ def build_model(config, input_shape, num_classes):
     return keras.models.clone_model(model, clone_function=float32_predictions)
 
 
-def _compile(model, config, steps_per_epoch):
+def compile_for_training(model, config, steps_per_epoch):
+    """Compiles `model` with the recipe of `config`.
+
+    AdamW with cosine decay over `config.epochs * steps_per_epoch` steps,
+    categorical cross-entropy with label smoothing, accuracy; XLA on JAX
+    (its only mode) and where `config.jit_compile` asks for it.
+    """
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch)
     )
@@ -271,7 +277,7 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
         steps = -(-data.train_size // config.batch_size)
         with data_parallel_scope(config.distribute):
             model = build_model(config, data.input_shape, data.num_classes)
-            _compile(model, config, steps)
+            compile_for_training(model, config, steps)
             fit_callbacks = [
                 keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=True),
                 keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "epoch_{epoch:03d}.keras")),

@@ -12,6 +12,7 @@ from keras_effconv import applications
 from keras_effconv import layers
 from keras_effconv import profile
 from keras_effconv.profiling import measure_latency
+from keras_effconv.profiling import measure_training_speed
 from keras_effconv.profiling.papers import HETCONV_VGG16_CIFAR10_MMACS
 
 
@@ -135,6 +136,30 @@ def test_measure_latency_runs_models_interleaved():
     assert set(result) == {"a", "b"} and all(len(r["times_ms"]) == 3 for r in result.values())
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(small, (8, 8, 3), repeats=0)
+
+
+def test_measure_training_speed_trains_every_model_interleaved():
+    def dense():
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        return model
+
+    models = {"a": dense(), "b": dense()}
+    before = {label: np.array(m.layers[-1].kernel) for label, m in models.items()}
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 8, 8, 3)), rng.standard_normal((4, 2))
+    result = measure_training_speed(models, x, y, repeats=3, warmup=1)
+    assert set(result) == {"a", "b"}
+    for label, r in result.items():
+        assert len(r["times_ms"]) == 3 and r["min_ms"] <= r["median_ms"]
+        assert r["images_per_second"] == pytest.approx(4000.0 / r["median_ms"])
+        assert int(models[label].optimizer.iterations) == 4  # warmup + timed steps
+        assert not np.allclose(np.array(models[label].layers[-1].kernel), before[label])
+    uncompiled = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="not compiled"):
+        measure_training_speed({"u": uncompiled}, x, y)
+    with pytest.raises(ValueError, match="warmup"):
+        measure_training_speed(models, x, y, warmup=-1)
 
 
 # --- independent reference: XLA's own count (JAX) ---------------------------

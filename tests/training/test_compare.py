@@ -17,6 +17,7 @@ def test_compare_convs_tabulates_and_reuses_finished_runs(tmp_path):
     rows = compare_convs(["standard", "hetconv"], config, str(tmp_path))
     assert [r["conv"] for r in rows] == ["standard", "hetconv"]
     assert rows[1]["macs"] < rows[0]["macs"] and all(r["latency_ms"] > 0 for r in rows)
+    assert all(r["train_images_per_second"] > 0 and r["fit_images_per_second"] > 0 for r in rows)
     stamp = os.path.getmtime(tmp_path / "hetconv" / "seed0" / "metrics.json")
     again = compare_convs(["hetconv"], config, str(tmp_path))
     assert os.path.getmtime(tmp_path / "hetconv" / "seed0" / "metrics.json") == stamp
