@@ -175,7 +175,7 @@ def make_parser():
     tr.add_argument("--distribute", action="store_true", help="data-parallel over all local devices (jax, tensorflow)")
     tr.add_argument("--export", action="store_true", help="also write a verified model.tflite")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--overwrite", action="store_true", help="replace the results of a finished run in --out")
+    tr.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a finished or unfinished run")
     tr.set_defaults(handler=_train_command)
 
     prof = commands.add_parser("profile", help="MACs and parameters of a network, per layer and in total")

@@ -10,6 +10,7 @@ import numpy as np
 from keras_effconv.profiling import measure_latency
 from keras_effconv.profiling import measure_training_speed
 from keras_effconv.training.recipe import compile_for_training
+from keras_effconv.training.recipe import config_differences
 from keras_effconv.training.recipe import train
 
 
@@ -36,6 +37,10 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
         interleaved), `fit_images_per_second` (the runs' own wall time,
         validation included).
 
+    Raises:
+        ValueError: if a run directory holds a run of another configuration
+            (e.g. other epochs), which is never silently reused.
+
     Example:
 
     >>> rows = compare_convs(["standard", "hetconv"], TrainConfig(epochs=1), "runs/cmp")  # doctest: +SKIP
@@ -48,11 +53,17 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
         for seed in seeds:
             run_dir = os.path.join(out_dir, conv, f"seed{seed}")
             metrics_path = os.path.join(run_dir, "metrics.json")
+            config = dataclasses.replace(base_config, conv=conv, seed=seed)
             if os.path.exists(metrics_path) and not os.path.exists(os.path.join(run_dir, "backup")):
+                changed = config_differences(config, run_dir)
+                if changed:
+                    raise ValueError(
+                        f"{run_dir} holds a finished run with another configuration ({', '.join(changed)} differ); "
+                        "compare under another `out_dir`"
+                    )
                 with open(metrics_path, encoding="utf-8") as f:
                     runs.append(json.load(f))
             else:
-                config = dataclasses.replace(base_config, conv=conv, seed=seed)
                 runs.append(train(config, run_dir, verbose=verbose))
         accuracies = [r["test_accuracy"] for r in runs]
         rows.append(

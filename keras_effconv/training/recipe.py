@@ -22,6 +22,7 @@ Files in the output directory:
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -227,24 +228,42 @@ def plot_curves(history_csv, path):
     os.replace(tmp, path)
 
 
+def config_differences(config, out_dir):
+    """Names of the `TrainConfig` fields in which `out_dir`'s run differs from `config`.
+
+    `export` is ignored: it does not change the training. A directory
+    without `config.json` differs in nothing.
+    """
+    path = os.path.join(out_dir, "config.json")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        previous = json.load(f)
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    return sorted(k for k in set(previous) | set(current) if k != "export" and previous.get(k) != current.get(k))
+
+
 def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
     """Trains `config.model` with `model.fit` and writes the run to `out_dir`.
 
     Args:
         config: a `TrainConfig`.
         out_dir: output directory (created if needed). If it holds an
-            unfinished run (a `backup/` folder), training resumes from it.
+            unfinished run (a `backup/` folder) of the same configuration,
+            training resumes from it.
         callbacks: extra Keras callbacks.
-        overwrite: allow replacing the results of a finished run in
-            `out_dir`; otherwise that is refused and nothing is touched.
+        overwrite: start from scratch even if `out_dir` holds a finished
+            run (its results are replaced) or an unfinished one (its backup
+            is discarded); otherwise a finished run is refused and nothing
+            is touched.
         verbose: `model.fit` verbosity (Keras' progress bar by default).
 
     Returns:
         The metrics dict written to `out_dir/metrics.json`.
 
     Raises:
-        ValueError: for a bad config, or a finished run in `out_dir` without
-            `overwrite`.
+        ValueError: for a bad config, or, without `overwrite`, a finished
+            run in `out_dir` or an unfinished one with another configuration.
         FileNotFoundError: if the dataset is not available locally.
 
     Example:
@@ -255,8 +274,15 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
     config.validate()
     metrics_path = os.path.join(out_dir, "metrics.json")
     backup_dir = os.path.join(out_dir, "backup")
+    resume = os.path.isdir(backup_dir) and not overwrite
     if os.path.exists(metrics_path) and not os.path.exists(backup_dir) and not overwrite:
         raise ValueError(f"{out_dir} already holds a finished run (metrics.json); use another --out or --overwrite")
+    changed = config_differences(config, out_dir) if resume else []
+    if changed:
+        raise ValueError(
+            f"{out_dir} holds an unfinished run with another configuration ({', '.join(changed)} differ): "
+            "repeat its command to resume it, or use another --out or --overwrite"
+        )
 
     data = load_dataset(
         config.dataset,
@@ -265,6 +291,14 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
         seed=config.seed,
         min_size=_MIN_SIZE.get(config.model),
     )
+    if not resume:
+        # A fresh start: no backup to restore, and a log that starts empty
+        # (CSVLogger appends, so that resumed runs keep their earlier epochs).
+        # A finished run's metrics.json and model.keras stay until the new
+        # ones replace them, so a failed --overwrite run leaves a complete result.
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        if os.path.exists(os.path.join(out_dir, "history.csv")):
+            os.remove(os.path.join(out_dir, "history.csv"))
     os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
     _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))
 

@@ -1,5 +1,6 @@
 """compare_convs: one run per conv type, reused when finished, tabulated and plotted."""
 
+import dataclasses
 import os
 
 import pytest
@@ -22,6 +23,8 @@ def test_compare_convs_tabulates_and_reuses_finished_runs(tmp_path):
     again = compare_convs(["hetconv"], config, str(tmp_path))
     assert os.path.getmtime(tmp_path / "hetconv" / "seed0" / "metrics.json") == stamp
     assert again[0]["accuracies"] == rows[1]["accuracies"]
+    with pytest.raises(ValueError, match="another configuration.*epochs"):
+        compare_convs(["hetconv"], dataclasses.replace(config, epochs=2), str(tmp_path))
     table = comparison_markdown(rows)
     assert "| hetconv |" in table and "± 0.0000" in table
     accuracy_vs_macs_plot(rows, str(tmp_path / "plot.png"))

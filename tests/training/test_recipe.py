@@ -71,6 +71,23 @@ def test_interrupted_run_resumes_from_last_completed_epoch(tmp_path):
     assert metrics["epochs"] == 3 and not os.path.exists(os.path.join(out, "backup"))
 
 
+def test_unfinished_run_of_another_config_is_not_resumed(tmp_path):
+    out = str(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        train(TrainConfig(epochs=3, **TINY), out, callbacks=[Interrupt(at_epoch=1)], verbose=0)
+    backup = sorted(os.listdir(os.path.join(out, "backup")))
+    with pytest.raises(ValueError, match="another configuration.*epochs"):
+        train(TrainConfig(epochs=2, **TINY), out, verbose=0)
+    assert sorted(os.listdir(os.path.join(out, "backup"))) == backup  # untouched
+
+    # --overwrite starts afresh: the old backup is not restored, the log restarts.
+    first = RecordFirstEpochBegin()
+    metrics = train(TrainConfig(epochs=1, **TINY), out, callbacks=[first], overwrite=True, verbose=0)
+    assert first.first[0] == 0 and metrics["epochs"] == 1
+    with open(os.path.join(out, "history.csv")) as f:
+        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0"]
+
+
 def test_run_writes_metrics_model_curves_and_logs(tmp_path):
     out = str(tmp_path / "run")
     metrics = train(TrainConfig(epochs=1, **TINY), out, verbose=0)
