@@ -1,12 +1,13 @@
 """Accuracy vs MACs: CIFAR-style ResNet-20 on the full real Fashion-MNIST, every conv type.
 
 Fixed epoch budget, at least 2 seeds per conv type; test accuracy (mean ±
-half the spread), params, MACs, training images/s and inference latency
-(batch 1, all models interleaved). Writes
+half the spread), params, MACs, training images/s (train step at the
+recipe's batch size) and inference latency (batch 1), speeds measured with all
+models interleaved after training. Writes
 `benchmarks/results/accuracy_<backend>.md` and `accuracy_<backend>.png`.
 Runs resume: interrupt and start again with the same arguments.
 
-    KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/accuracy.py [--epochs 3] [--seeds 2] [--subset N]
+    KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/accuracy.py [--epochs 2] [--seeds 2] [--subset N]
 """
 
 import argparse
@@ -25,7 +26,7 @@ from keras_effconv.training.compare import comparison_markdown
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--subset", type=int, default=None)
     parser.add_argument("--convs", default=",".join(CONV_TYPES))
@@ -45,7 +46,9 @@ def main(argv=None):
             f"Generated {datetime.date.today()} by `benchmarks/accuracy.py`; keras_effconv {keras_effconv.__version__}. "
             f"{args.epochs} epochs of the `keras-effconv train` recipe, {args.seeds} seeds, "
             f"{'full 60k' if args.subset is None else args.subset} training images, full 10k real test split; "
-            "accuracy is mean ± half the spread over seeds; inference latency at batch 1, models interleaved.",
+            "accuracy is mean ± half the spread over seeds. Speed is measured after training, all models "
+            "interleaved in one run: training images/s from `train_on_batch` at the recipe's batch size, "
+            "inference latency at batch 1.",
             "",
             comparison_markdown(rows),
             "",

@@ -99,15 +99,23 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
 
 
 def comparison_markdown(rows):
-    """The rows of `compare_convs` as a markdown table."""
+    """The rows of `compare_convs` as a markdown table.
+
+    Ratios are taken against the `standard` row (the first row if there is
+    none): MAC reduction, training and inference speedup (> 1 is faster).
+    """
+    base = next((r for r in rows if r["conv"] == "standard"), rows[0])
     lines = [
-        "| conv | test accuracy (mean ± spread) | seeds | MACs | params | train images/s | inference ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| conv | test accuracy (mean ± spread) | seeds | MACs | MAC reduction | params | train images/s | "
+        "train speedup | inference ms | inference speedup |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['conv']} | {r['accuracy_mean']:.4f} ± {r['accuracy_spread'] / 2:.4f} | {len(r['accuracies'])} | "
-            f"{r['macs'] / 1e6:.2f} M | {r['params']:,} | {r['train_images_per_second']:.0f} | {r['latency_ms']:.2f} |"
+            f"{r['macs'] / 1e6:.2f} M | {base['macs'] / r['macs']:.2f}× | {r['params']:,} | "
+            f"{r['train_images_per_second']:.0f} | {r['train_images_per_second'] / base['train_images_per_second']:.2f}× | "
+            f"{r['latency_ms']:.2f} | {base['latency_ms'] / r['latency_ms']:.2f}× |"
         )
     return "\n".join(lines)
 

@@ -27,5 +27,6 @@ def test_compare_convs_tabulates_and_reuses_finished_runs(tmp_path):
         compare_convs(["hetconv"], dataclasses.replace(config, epochs=2), str(tmp_path))
     table = comparison_markdown(rows)
     assert "| hetconv |" in table and "± 0.0000" in table
+    assert "| standard | " in table and "| 1.00× | " in table
     accuracy_vs_macs_plot(rows, str(tmp_path / "plot.png"))
     assert os.path.getsize(tmp_path / "plot.png") > 0
