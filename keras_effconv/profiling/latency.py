@@ -23,7 +23,12 @@ def inference_function(model, jit_compile=False):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        forward = tf.function(lambda x: model(x, training=False), jit_compile=bool(jit_compile))
+        # A named function, not a lambda: AutoGraph cannot find the source of
+        # a lambda that shares its line with others and warns about it.
+        def call(x):
+            return model(x, training=False)
+
+        forward = tf.function(call, jit_compile=bool(jit_compile))
         return lambda x: forward(x).numpy()
     if backend == "jax":
         import jax
