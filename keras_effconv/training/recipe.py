@@ -292,11 +292,13 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
         min_size=_MIN_SIZE.get(config.model),
     )
     if not resume:
-        # A fresh start: no backup to restore, and a log that starts empty
-        # (CSVLogger appends, so that resumed runs keep their earlier epochs).
-        # A finished run's metrics.json and model.keras stay until the new
-        # ones replace them, so a failed --overwrite run leaves a complete result.
-        shutil.rmtree(backup_dir, ignore_errors=True)
+        # A fresh start: no backup to restore, and logs and checkpoints that
+        # start empty (CSVLogger appends, so that resumed runs keep their
+        # earlier epochs). A finished run's metrics.json and model.keras stay
+        # until the new ones replace them, so a failed --overwrite run still
+        # leaves a complete result.
+        for stale in ("backup", "checkpoints", "tensorboard"):
+            shutil.rmtree(os.path.join(out_dir, stale), ignore_errors=True)
         if os.path.exists(os.path.join(out_dir, "history.csv")):
             os.remove(os.path.join(out_dir, "history.csv"))
     os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)

@@ -74,7 +74,7 @@ def test_interrupted_run_resumes_from_last_completed_epoch(tmp_path):
 def test_unfinished_run_of_another_config_is_not_resumed(tmp_path):
     out = str(tmp_path / "run")
     with pytest.raises(RuntimeError, match="simulated interruption"):
-        train(TrainConfig(epochs=3, **TINY), out, callbacks=[Interrupt(at_epoch=1)], verbose=0)
+        train(TrainConfig(epochs=3, **TINY), out, callbacks=[Interrupt(at_epoch=2)], verbose=0)
     backup = sorted(os.listdir(os.path.join(out, "backup")))
     with pytest.raises(ValueError, match="another configuration.*epochs"):
         train(TrainConfig(epochs=2, **TINY), out, verbose=0)
@@ -86,6 +86,7 @@ def test_unfinished_run_of_another_config_is_not_resumed(tmp_path):
     assert first.first[0] == 0 and metrics["epochs"] == 1
     with open(os.path.join(out, "history.csv")) as f:
         assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0"]
+    assert os.listdir(os.path.join(out, "checkpoints")) == ["epoch_001.keras"]  # epoch 2's is gone
 
 
 def test_run_writes_metrics_model_curves_and_logs(tmp_path):
