@@ -74,3 +74,22 @@ def test_finished_run_is_refused_without_overwrite(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--subset", "10", "--epochs", "1", "--out", str(tmp_path)])
     assert "finished run" in capsys.readouterr().err
+
+
+def test_unfinished_run_is_resumed_only_with_the_same_arguments(tmp_path, capsys):
+    import dataclasses
+    import json
+
+    from keras_effconv.training import TrainConfig
+
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "state").write_text("epoch 1")
+    earlier = dataclasses.asdict(TrainConfig(epochs=3, subset=10))
+    (tmp_path / "config.json").write_text(json.dumps(earlier))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--subset", "10", "--epochs", "1", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "another configuration (epochs differ)" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "backup" / "state").read_text() == "epoch 1"
+    assert json.loads((tmp_path / "config.json").read_text()) == earlier
