@@ -13,6 +13,8 @@ import numpy as np
 
 import keras
 
+from keras_effconv._files import atomic_path
+from keras_effconv._files import existing_directory
 from keras_effconv.export import gpu_check
 from keras_effconv.export.inference import _check_target
 from keras_effconv.export.inference import optimize_for_inference
@@ -266,9 +268,7 @@ def export_litert(
             "calibration samples in the model's input format (e.g. 200 training images)."
         )
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise OSError(f"directory of `path` does not exist: {directory}")
+    existing_directory(path)
     model = _load(model)
     optimized = optimize_for_inference(model, target=target, input_shape=input_shape, batch_size=batch_size)
     input_shapes = [tuple(int(d) for d in t.shape) for t in optimized.inputs]
@@ -277,53 +277,49 @@ def export_litert(
         raise ValueError("`representative_data` is supported for single-input models only.")
 
     work = tempfile.mkdtemp(prefix="effconv-export-")
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
     try:
-        keras_path = os.path.join(work, "model.keras")
-        optimized.save(keras_path)
-        args = {
-            "keras_path": keras_path,
-            "out_path": tmp_path,
-            "result_path": os.path.join(work, "result.json"),
-            "input_shapes": [list(s) for s in input_shapes],
-            "quantization": quantization,
-            "layer_report": True,
-        }
-        data = None
-        if representative_data is not None:
-            data = _as_batches(representative_data, per_sample, "representative_data", _MAX_CALIBRATION)
-            if quantization == "int8":
-                args["calibration"] = os.path.join(work, "calibration.npy")
-                np.save(args["calibration"], data)
-        result = _run_converter(args, timeout=3600)
-        info = gpu_check.inspect_tflite(tmp_path)
-        if info["flex_ops"] or info["custom_ops"]:
-            raise ExportError(
-                f"the converted model uses Flex/custom ops {info['flex_ops'] + info['custom_ops']}, "
-                "which never run on a mobile GPU"
+        with atomic_path(path) as tmp_path:
+            keras_path = os.path.join(work, "model.keras")
+            optimized.save(keras_path)
+            args = {
+                "keras_path": keras_path,
+                "out_path": tmp_path,
+                "result_path": os.path.join(work, "result.json"),
+                "input_shapes": [list(s) for s in input_shapes],
+                "quantization": quantization,
+                "layer_report": True,
+            }
+            data = None
+            if representative_data is not None:
+                data = _as_batches(representative_data, per_sample, "representative_data", _MAX_CALIBRATION)
+                if quantization == "int8":
+                    args["calibration"] = os.path.join(work, "calibration.npy")
+                    np.save(args["calibration"], data)
+            result = _run_converter(args, timeout=3600)
+            info = gpu_check.inspect_tflite(tmp_path)
+            if info["flex_ops"] or info["custom_ops"]:
+                raise ExportError(
+                    f"the converted model uses Flex/custom ops {info['flex_ops'] + info['custom_ops']}, "
+                    "which never run on a mobile GPU"
+                )
+            report = ExportReport(
+                path=path,
+                target=target,
+                quantization=quantization,
+                input_shapes=[list(s) for s in input_shapes],
+                ops=info["ops"],
+                flex_ops=info["flex_ops"],
+                file_size=os.path.getsize(tmp_path),
+                layer_errors=_sorted_layer_errors(result.get("layer_report")),
             )
-        report = ExportReport(
-            path=path,
-            target=target,
-            quantization=quantization,
-            input_shapes=[list(s) for s in input_shapes],
-            ops=info["ops"],
-            flex_ops=info["flex_ops"],
-            file_size=os.path.getsize(tmp_path),
-            layer_errors=_sorted_layer_errors(result.get("layer_report")),
-        )
-        if verify:
-            _verify(report, model, tmp_path, input_shapes, data, quantization)
-        os.replace(tmp_path, path)
-        report.seconds = time.time() - start
-        if report.gpu_check is not None:
-            report.gpu_check.path = path
-        return report
+            if verify:
+                _verify(report, model, tmp_path, input_shapes, data, quantization)
     finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
         shutil.rmtree(work, ignore_errors=True)
+    report.seconds = time.time() - start
+    if report.gpu_check is not None:
+        report.gpu_check.path = path
+    return report
 
 
 def _sorted_layer_errors(layer_report):

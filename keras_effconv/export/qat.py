@@ -20,6 +20,8 @@ import numpy as np
 
 import keras
 
+from keras_effconv._files import atomic_path
+from keras_effconv._files import existing_directory
 from keras_effconv.export import gpu_check
 from keras_effconv.export.inference import optimize_for_inference
 from keras_effconv.export.litert import ExportError
@@ -174,66 +176,60 @@ def quantization_aware_training(
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"Invalid values for `x` and `y`: expected the same non-zero length. Received {len(x)} and {len(y)}.")
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise OSError(f"directory of `path` does not exist: {directory}")
+    existing_directory(path)
     optimized = optimize_for_inference(model, target="cpu", input_shape=input_shape, batch_size=None)
     per_sample = tuple(optimized.inputs[0].shape[1:])
     if tuple(x.shape[1:]) != per_sample:
         raise ValueError(f"Invalid value for argument `x`: samples have shape {x.shape[1:]}, the model input is {per_sample}.")
     graph, weights = _graph(optimized)
     work = tempfile.mkdtemp(prefix="effconv-qat-")
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
     try:
-        with open(os.path.join(work, "graph.json"), "w") as f:
-            json.dump(graph, f, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-        np.savez(os.path.join(work, "weights.npz"), **weights)
-        check_x = x[:8]
-        check_y = keras.ops.convert_to_numpy(optimized(check_x))
-        np.savez(os.path.join(work, "data.npz"), x=x, y=y, check_x=check_x, check_y=check_y)
-        args = {
-            "graph": os.path.join(work, "graph.json"),
-            "weights": os.path.join(work, "weights.npz"),
-            "data": os.path.join(work, "data.npz"),
-            "out_path": tmp_path,
-            "result_path": os.path.join(work, "result.json"),
-            "epochs": int(epochs),
-            "batch_size": int(batch_size),
-            "learning_rate": float(learning_rate),
-            "from_logits": not _ends_with_softmax(optimized),
-            "input_shape": [int(export_batch_size)] + list(per_sample),
-        }
-        with open(os.path.join(work, "args.json"), "w") as f:
-            json.dump(args, f)
-        env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_USE_LEGACY_KERAS="1")
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        proc = subprocess.run(
-            [sys.executable, "-m", "keras_effconv.export._qat", os.path.join(work, "args.json")],
-            capture_output=True, text=True, env=env,
-        )
-        result = {}
-        if os.path.exists(args["result_path"]):
-            with open(args["result_path"]) as f:
-                result = json.load(f)
-        if proc.returncode or "error" in result:
-            message = result.get("error") or (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-            raise ExportError(f"quantization-aware training failed: {message}")
-        info = gpu_check.inspect_tflite(tmp_path)
-        if info["flex_ops"] or info["custom_ops"]:
-            raise ExportError(f"the QAT model uses Flex/custom ops {info['flex_ops'] + info['custom_ops']}")
-        report = QatReport(
-            path=path, ops=info["ops"], flex_ops=info["flex_ops"], file_size=os.path.getsize(tmp_path),
-            rebuild_max_abs_diff=result["rebuild_max_abs_diff"], history=result["history"],
-        )
-        if validation_data is not None:
-            _validate(report, model, tmp_path, validation_data, int(export_batch_size))
-        os.replace(tmp_path, path)
-        return report
+        with atomic_path(path) as tmp_path:
+            with open(os.path.join(work, "graph.json"), "w") as f:
+                json.dump(graph, f, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+            np.savez(os.path.join(work, "weights.npz"), **weights)
+            check_x = x[:8]
+            check_y = keras.ops.convert_to_numpy(optimized(check_x))
+            np.savez(os.path.join(work, "data.npz"), x=x, y=y, check_x=check_x, check_y=check_y)
+            args = {
+                "graph": os.path.join(work, "graph.json"),
+                "weights": os.path.join(work, "weights.npz"),
+                "data": os.path.join(work, "data.npz"),
+                "out_path": tmp_path,
+                "result_path": os.path.join(work, "result.json"),
+                "epochs": int(epochs),
+                "batch_size": int(batch_size),
+                "learning_rate": float(learning_rate),
+                "from_logits": not _ends_with_softmax(optimized),
+                "input_shape": [int(export_batch_size)] + list(per_sample),
+            }
+            with open(os.path.join(work, "args.json"), "w") as f:
+                json.dump(args, f)
+            env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_USE_LEGACY_KERAS="1")
+            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            proc = subprocess.run(
+                [sys.executable, "-m", "keras_effconv.export._qat", os.path.join(work, "args.json")],
+                capture_output=True, text=True, env=env,
+            )
+            result = {}
+            if os.path.exists(args["result_path"]):
+                with open(args["result_path"]) as f:
+                    result = json.load(f)
+            if proc.returncode or "error" in result:
+                message = result.get("error") or (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+                raise ExportError(f"quantization-aware training failed: {message}")
+            info = gpu_check.inspect_tflite(tmp_path)
+            if info["flex_ops"] or info["custom_ops"]:
+                raise ExportError(f"the QAT model uses Flex/custom ops {info['flex_ops'] + info['custom_ops']}")
+            report = QatReport(
+                path=path, ops=info["ops"], flex_ops=info["flex_ops"], file_size=os.path.getsize(tmp_path),
+                rebuild_max_abs_diff=result["rebuild_max_abs_diff"], history=result["history"],
+            )
+            if validation_data is not None:
+                _validate(report, model, tmp_path, validation_data, int(export_batch_size))
     finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
         shutil.rmtree(work, ignore_errors=True)
+    return report
 
 
 def _validate(report, model, tmp_path, validation_data, batch):

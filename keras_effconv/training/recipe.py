@@ -28,6 +28,7 @@ import time
 import keras
 
 from keras_effconv import applications
+from keras_effconv._files import atomic_path
 from keras_effconv import profile
 from keras_effconv.datasets import DATASETS
 from keras_effconv.datasets import load_dataset
@@ -107,21 +108,8 @@ class TrainConfig:
 
 
 def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
-
-
-def _atomic_save_model(model, path):
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def augmentation_layers(data_format=None):
@@ -222,10 +210,11 @@ def plot_curves(history_csv, path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def config_differences(config, out_dir):
@@ -335,7 +324,8 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
-    _atomic_save_model(model, os.path.join(out_dir, "model.keras"))
+    with atomic_path(os.path.join(out_dir, "model.keras")) as tmp:
+        model.save(tmp)
     plot_curves(os.path.join(out_dir, "history.csv"), os.path.join(out_dir, "curves.png"))
     cost = profile(model)
     standard = profile(build_model(dataclasses.replace(config, conv="standard", conv_config=None), data.input_shape, data.num_classes))
