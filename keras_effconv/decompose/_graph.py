@@ -8,9 +8,10 @@ can instead be replaced by a chain of new layers. Nested models stay nested.
 
 Eager execution "layer by layer" (`run_graph`) lets the decompositions read
 the input of any layer, also inside nested models, without building probe
-models: Keras 3's own graph executor (`Function._run_through_graph`, the
-routine `Functional.call` and `keras.models.clone_model` use) is driven with
-a custom call function.
+models: Keras 3's own graph executor (the routine `Functional.call` and
+`keras.models.clone_model` use, reached through
+`keras_effconv._model_graph.run_graph`) is driven with a custom call
+function.
 """
 
 
@@ -19,6 +20,8 @@ import numpy as np
 import keras
 from keras import ops
 from keras import tree
+
+from keras_effconv import _model_graph
 
 
 class _Stop(Exception):
@@ -30,13 +33,7 @@ def is_sequential(layer):
 
 
 def is_functional(layer):
-    # `Functional` is not exported by Keras; its graph bookkeeping is what we need.
-    return (
-        isinstance(layer, keras.Model)
-        and not is_sequential(layer)
-        and getattr(layer, "_nodes_by_depth", None) is not None
-        and hasattr(layer, "_run_through_graph")
-    )
+    return _model_graph.is_functional(layer)
 
 
 def is_container(layer):
@@ -107,7 +104,7 @@ def run_graph(model, inputs, call):
             return run_graph(op, args[0], call)
         return call(op, args, kwargs)
 
-    return model._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call_fn)
+    return _model_graph.run_graph(model, inputs, call_fn)
 
 
 def input_structure(model):
@@ -278,9 +275,7 @@ def rebuild(model, replace):
                     note_call(op)
                 return new(*args, **kwargs)
 
-            outputs = container._run_through_graph(
-                new_inputs, operation_fn=lambda op: op, call_fn=call_fn
-            )
+            outputs = _model_graph.run_graph(container, new_inputs, call_fn)
             new_model = keras.Model(new_inputs, outputs, name=container.name)
         new_model.trainable = container.trainable
         return new_model

@@ -6,6 +6,7 @@ import keras
 from keras import tree
 
 from keras_effconv._model_graph import functional_graph
+from keras_effconv._model_graph import run_graph
 from keras_effconv.profiling.macs import layer_macs
 
 
@@ -127,29 +128,26 @@ def _nested_graph(operation):
 
 
 def _walk(graph, inputs, prefix, rows, seen):
-    def operation_fn(operation):
-        def call(*args, **kwargs):
-            nested = _nested_graph(operation)
-            if nested is not None:
-                return _walk(nested, args[0] if len(args) == 1 else args, f"{prefix}{operation.name}/", rows, seen)
-            outputs = operation.compute_output_spec(*args, **kwargs)
-            first_call = id(operation) not in seen
-            seen.add(id(operation))
-            params = int(operation.count_params()) if first_call and hasattr(operation, "count_params") else 0
-            rows.append(
-                LayerCost(
-                    name=prefix + operation.name,
-                    type=type(operation).__name__,
-                    output_shape=_shape(outputs),
-                    params=params,
-                    macs=layer_macs(operation, _shape(args), _shape(outputs)),
-                )
+    def call(operation, /, *args, **kwargs):
+        nested = _nested_graph(operation)
+        if nested is not None:
+            return _walk(nested, args[0] if len(args) == 1 else args, f"{prefix}{operation.name}/", rows, seen)
+        outputs = operation.compute_output_spec(*args, **kwargs)
+        first_call = id(operation) not in seen
+        seen.add(id(operation))
+        params = int(operation.count_params()) if first_call and hasattr(operation, "count_params") else 0
+        rows.append(
+            LayerCost(
+                name=prefix + operation.name,
+                type=type(operation).__name__,
+                output_shape=_shape(outputs),
+                params=params,
+                macs=layer_macs(operation, _shape(args), _shape(outputs)),
             )
-            return outputs
+        )
+        return outputs
 
-        return call
-
-    return graph._run_through_graph(inputs, operation_fn=operation_fn)
+    return run_graph(graph, inputs, call)
 
 
 def profile(model, input_shape=None):
