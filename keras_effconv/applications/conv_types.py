@@ -1,104 +1,37 @@
-"""Which efficient convolution replaces which `Conv2D`: one recipe per method.
+"""Which efficient convolution replaces which `Conv2D`: the recipe every network uses.
 
 The applications (`EffResNet50`, `EffVGG16`, ...) and `convert()` share this
 module, so a network built with `conv="hetconv"` and `keras.applications`'
 network converted with `conv="hetconv"` replace exactly the same layers.
+The methods themselves (layer, default arguments, which `Conv2D`s they may
+replace) come from the registry, `keras_effconv.conv_methods`.
 
-Default recipe, for every method (each paper keeps the image stem and the
-pointwise convolutions standard and replaces the spatial ones):
+Recipe, for every method (each paper keeps the image stem and the pointwise
+convolutions standard and replaces the spatial ones):
 
-- a `Conv2D` is replaced when its kernel is larger than 1x1, it is not
-  grouped (`groups=1`), it reads at least `min_input_channels` channels
-  (default 16: the image stem, e.g. ResNet's 7x7 `conv1_conv` on RGB,
-  stays standard), and the efficient layer accepts its channel counts;
+- a `Conv2D` is replaced when the method's `replaces` rule accepts it (by
+  default: kernel larger than 1x1, not grouped, no LoRA), it reads at least
+  `min_input_channels` channels (default 16: the image stem, e.g. ResNet's
+  7x7 `conv1_conv` on RGB, stays standard), and the efficient layer accepts
+  its channel counts;
 - the replacement keeps the layer's name, filters, kernel size, strides,
   padding, dilation, data format, activation, bias, initializers,
   regularizers, constraints and dtype policy; its weights are new.
 
-Method arguments (`conv_config`), defaults following the papers:
-
-| conv | layer | default `conv_config` |
-|---|---|---|
-| `"standard"` | `keras.layers.Conv2D` (nothing replaced) | `{}` |
-| `"hetconv"` | `HetConv2D` | `{"part": 4}` |
-| `"igc"` | `InterleavedGroupConv2D` | `{"primary_groups": 4}` (`M = filters / 4`) |
-| `"compconv"` | `CompConv2D` | `{"depth": "auto", "c0": 128}` |
-| `"factorized"` | `FactorizedConv2D` | `{"num_units": 1}` |
-| `"depthwise_separable"` | `keras.layers.SeparableConv2D` | `{"depth_multiplier": 1}` |
-
-`"factorized"` uses one SIC unit per replaced convolution: the replaced
-convolutions carry no activation of their own in ResNet/VGG (BN and ReLU
-follow), and two units without an activation between them would collapse
-into one linear map. `conv_config` may also hold `min_input_channels`.
+`conv_config` holds the method's own arguments (merged over its registered
+defaults) and may also hold `min_input_channels`.
 """
 
-import inspect
-
-import keras
-
-from keras_effconv import layers as effconv_layers
-
-_LAYERS = {
-    "standard": None,
-    "hetconv": effconv_layers.HetConv2D,
-    "igc": effconv_layers.InterleavedGroupConv2D,
-    "compconv": effconv_layers.CompConv2D,
-    "factorized": effconv_layers.FactorizedConv2D,
-    "depthwise_separable": keras.layers.SeparableConv2D,
-}
-
-CONV_TYPES = tuple(_LAYERS)
-
-DEFAULT_CONV_CONFIGS = {
-    "standard": {},
-    "hetconv": {"part": 4},
-    "igc": {"primary_groups": 4},
-    "compconv": {"depth": "auto", "c0": 128},
-    "factorized": {"num_units": 1},
-    "depthwise_separable": {"depth_multiplier": 1},
-}
+from keras_effconv.conv_methods import conv_method_names
+from keras_effconv.conv_methods import get_conv_method
 
 DEFAULT_MIN_INPUT_CHANNELS = 16
 
-# Arguments every replacement receives from the Conv2D it replaces.
-_SHARED_ARGS = (
-    "filters",
-    "kernel_size",
-    "strides",
-    "padding",
-    "data_format",
-    "dilation_rate",
-    "activation",
-    "use_bias",
-    "bias_initializer",
-    "bias_regularizer",
-    "activity_regularizer",
-    "bias_constraint",
-    "name",
-    "dtype",
-    "trainable",
-)
-_KERNEL_ARGS = ("kernel_initializer", "kernel_regularizer", "kernel_constraint")
-# Conv2D arguments whose value the efficient layers set themselves.
-_LAYER_OWN_ARGS = set(_SHARED_ARGS) | set(_KERNEL_ARGS) | {"self", "kwargs"}
-
 
 def check_conv(conv):
-    """Validates a `conv` argument and returns it."""
-    if not isinstance(conv, str) or conv not in _LAYERS:
-        raise ValueError(
-            f"Invalid value for argument `conv`: expected one of {CONV_TYPES}. "
-            f"Received: conv={conv!r}"
-        )
+    """Validates a `conv` argument (a registered method name) and returns it."""
+    get_conv_method(conv)
     return conv
-
-
-def _allowed_method_args(conv):
-    cls = _LAYERS[conv]
-    if cls is None:
-        return set()
-    params = inspect.signature(cls.__init__).parameters
-    return {p for p in params if p not in _LAYER_OWN_ARGS}
 
 
 def resolve_conv_config(conv, conv_config):
@@ -108,10 +41,10 @@ def resolve_conv_config(conv, conv_config):
         `(method_kwargs, min_input_channels)`.
 
     Raises:
-        ValueError: for a `conv_config` that is not a dict or names an
-            argument the method's layer does not have.
+        ValueError: for an unknown `conv`, or a `conv_config` that is not a
+            dict or names an argument the method's layer does not have.
     """
-    check_conv(conv)
+    method = get_conv_method(conv)
     if conv_config is None:
         conv_config = {}
     if not isinstance(conv_config, dict):
@@ -127,20 +60,16 @@ def resolve_conv_config(conv, conv_config):
             "Invalid value for `conv_config['min_input_channels']`: expected a "
             f"positive integer. Received: {min_input_channels!r}"
         )
-    allowed = _allowed_method_args(conv)
+    allowed = method.config_arguments()
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise ValueError(
             f"Invalid `conv_config` for conv='{conv}': unknown argument(s) "
             f"{unknown}. Allowed: {sorted(allowed | {'min_input_channels'})}."
         )
-    merged = dict(DEFAULT_CONV_CONFIGS[conv])
+    merged = dict(method.default_config)
     merged.update(config)
     return merged, min_input_channels
-
-
-def _as_tuple(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
 
 
 class ConvReplacer:
@@ -151,7 +80,7 @@ class ConvReplacer:
     returns as its report.
 
     Args:
-        conv: one of `CONV_TYPES`.
+        conv: a registered method name (`keras_effconv.conv_methods`).
         conv_config: dict of method arguments (see the module docstring), or
             None for the defaults.
         only: optional collection of layer names; when given, only these
@@ -160,6 +89,7 @@ class ConvReplacer:
 
     def __init__(self, conv, conv_config=None, only=None):
         self.conv = check_conv(conv)
+        self.method = get_conv_method(conv)
         self.method_config, self.min_input_channels = resolve_conv_config(conv, conv_config)
         self.only = None if only is None else set(only)
         self.replaced = []
@@ -178,16 +108,12 @@ class ConvReplacer:
         """
         if self.only is not None and conv_layer.name not in self.only:
             return self._skip(conv_layer, "not listed in `layers`")
-        if self.conv == "standard":
-            return self._skip(conv_layer, "conv='standard' replaces nothing")
+        if self.method.layer is None:
+            return self._skip(conv_layer, f"conv='{self.conv}' replaces nothing")
         config = conv_layer.get_config()
-        if config.get("groups", 1) != 1:
-            return self._skip(conv_layer, f"grouped convolution (groups={config['groups']})")
-        if config.get("lora_rank"):
-            return self._skip(conv_layer, "LoRA-enabled convolution")
-        kernel_size = _as_tuple(config["kernel_size"])
-        if max(kernel_size) == 1:
-            return self._skip(conv_layer, "1x1 convolution (only k x k convolutions with k > 1 are replaced)")
+        reason = self.method.replaces(config)
+        if reason:
+            return self._skip(conv_layer, reason)
         axis = -1 if config["data_format"] == "channels_last" else 1
         input_channels = input_shape[axis]
         if input_channels is None:
@@ -199,30 +125,14 @@ class ConvReplacer:
                 f"{self.min_input_channels} (image stem)",
             )
         try:
-            layer = self._build_layer(config)
+            layer = self.method.build_layer(config, self.method_config)
             layer.build(tuple(input_shape))
         except ValueError as error:
-            return self._skip(conv_layer, f"{_LAYERS[self.conv].__name__} does not apply: {error}")
+            return self._skip(conv_layer, f"{self.method.layer.__name__} does not apply: {error}")
         self.replaced.append(
             {"name": conv_layer.name, "layer": type(layer).__name__, "input_channels": int(input_channels)}
         )
         return layer
-
-    def _build_layer(self, config):
-        kwargs = {name: config[name] for name in _SHARED_ARGS if name in config}
-        if self.conv == "depthwise_separable":
-            kwargs.update(
-                depthwise_initializer=config["kernel_initializer"],
-                pointwise_initializer=config["kernel_initializer"],
-                depthwise_regularizer=config["kernel_regularizer"],
-                pointwise_regularizer=config["kernel_regularizer"],
-                depthwise_constraint=config["kernel_constraint"],
-                pointwise_constraint=config["kernel_constraint"],
-            )
-        else:
-            kwargs.update({name: config[name] for name in _KERNEL_ARGS})
-        kwargs.update(self.method_config)
-        return _LAYERS[self.conv](**kwargs)
 
     def require_replacements(self, what):
         """Raises if a non-standard `conv` replaced nothing in `what`.
@@ -231,7 +141,7 @@ class ConvReplacer:
         `conv_config={"part": 3}` where no channel count is divisible by 3)
         would report standard costs under an efficient name.
         """
-        if self.conv != "standard" and not self.replaced:
+        if self.method.layer is not None and not self.replaced:
             reasons = sorted({row["reason"] for row in self.skipped})
             raise ValueError(
                 f"conv='{self.conv}' with conv_config={self.method_config} replaces "
@@ -242,3 +152,12 @@ class ConvReplacer:
         """Applies `conv_layer` or its replacement to the Keras tensor `inputs`."""
         layer = self.replacement(conv_layer, tuple(inputs.shape))
         return (layer or conv_layer)(inputs)
+
+
+def __getattr__(name):
+    # Transitional: the applications package still re-exports these names.
+    if name == "CONV_TYPES":
+        return conv_method_names()
+    if name == "DEFAULT_CONV_CONFIGS":
+        return {m: get_conv_method(m).default_config for m in conv_method_names()}
+    raise AttributeError(name)
