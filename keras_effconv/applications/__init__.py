@@ -1,5 +1,6 @@
 """Networks built from efficient convolutions, mirroring `keras.applications`."""
 
+from keras_effconv.applications._common import EffConvModel
 from keras_effconv.applications.cifar import EffResNet20
 from keras_effconv.applications.cifar import EffResNet56
 from keras_effconv.applications.conv_types import CONV_TYPES
@@ -27,6 +28,7 @@ __all__ = [
     "CONV_TYPES",
     "ConversionReport",
     "DEFAULT_CONV_CONFIGS",
+    "EffConvModel",
     "EffResNet101",
     "EffResNet152",
     "EffResNet20",

@@ -60,17 +60,18 @@ def _cifar_resnet(
     x = replace(keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1_conv"), img_input)
     x = keras.layers.BatchNormalization(axis=bn_axis, momentum=_BN_MOMENTUM, name="conv1_bn")(x)
     x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    pyramid = {}  # the stage outputs `stack{1..3}_block{last}_out`
     for stage, filters in enumerate(_STAGE_FILTERS, start=1):
         for block in range(1, blocks + 1):
             stride = 2 if stage > 1 and block == 1 else 1
             x = _basic_block(x, filters, replace, stride, name=f"stack{stage}_block{block}")
+        pyramid[f"P{stage - 1}"] = x
 
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = _common.classifier(x, classes, classifier_activation)
     else:
         x = _common.pool_features(x, pooling)
-    pyramid = {f"P{stage - 1}": f"stack{stage}_block{blocks}_out" for stage in (1, 2, 3)}
     replace.require_replacements(f"model '{name}'")
     return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
 
@@ -98,12 +99,14 @@ _DOC = """Instantiates the CIFAR-style ResNet-{depth} with efficient convolution
         classifier_activation: activation of the `predictions` layer, or
             `None` for logits.
         name: the model's name.
-        conv: one of `"standard"`, `"hetconv"`, `"igc"`, `"compconv"`,
-            `"factorized"`, `"depthwise_separable"`.
+        conv: the name of a registered conv method (see
+            `keras_effconv.conv_methods.conv_method_names()`; `"standard"`
+            keeps keras' Conv2D).
         conv_config: dict of arguments for the efficient layer, or `None`.
 
     Returns:
-        A `keras.Model` instance.
+        A `keras_effconv.applications.EffConvModel` (a Functional
+        `keras.Model`).
 
     Raises:
         ValueError: for `weights="imagenet"`, a missing weights file, an

@@ -19,12 +19,6 @@ _STAGE_BLOCKS = {
 _STAGE_FILTERS = (64, 128, 256, 512)
 
 
-def pyramid_layers(depth_name):
-    """Level -> layer name of the multi-scale outputs (keras-hub's P2..P5)."""
-    blocks = _STAGE_BLOCKS[depth_name]
-    return {f"P{level}": f"conv{level}_block{blocks[level - 2]}_out" for level in range(2, 6)}
-
-
 def _residual_block(x, filters, replace, stride=1, conv_shortcut=True, name=None):
     bn_axis = _common.channel_axis()
     Conv2D = keras.layers.Conv2D
@@ -78,8 +72,11 @@ def _eff_resnet(
     x = keras.layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
+    # Stage outputs `conv{2..5}_block{last}_out`, strides 4 to 32 (keras-hub's P2..P5).
+    pyramid = {}
     for stage, (filters, blocks) in enumerate(zip(_STAGE_FILTERS, _STAGE_BLOCKS[depth_name])):
         x = _stack(x, filters, blocks, replace, stride1=1 if stage == 0 else 2, name=f"conv{stage + 2}")
+        pyramid[f"P{stage + 2}"] = x
 
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -87,7 +84,7 @@ def _eff_resnet(
     else:
         x = _common.pool_features(x, pooling)
     replace.require_replacements(f"model '{name}'")
-    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid_layers(depth_name))
+    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
 
 
 _DOC = """Instantiates {title} with efficient convolutions.
@@ -98,7 +95,7 @@ _DOC = """Instantiates {title} with efficient convolutions.
     ({standard_params} parameters with the top). Otherwise the recipe of
     `keras_effconv.applications.conv_types` replaces the 3x3 convolution of
     every bottleneck block (the 7x7 stem and the 1x1 convolutions stay
-    standard). The returned model has `model.pyramid_outputs`
+    standard). The returned `EffConvModel` has `model.pyramid_outputs`
     (`{{"P2": ..., "P5": ...}}`, strides 4 to 32) for use as a backbone.
 
     Args:
@@ -117,13 +114,15 @@ _DOC = """Instantiates {title} with efficient convolutions.
         classifier_activation: activation of the `predictions` layer, or
             `None` for logits.
         name: the model's name.
-        conv: one of `"standard"`, `"hetconv"`, `"igc"`, `"compconv"`,
-            `"factorized"`, `"depthwise_separable"`.
+        conv: the name of a registered conv method (see
+            `keras_effconv.conv_methods.conv_method_names()`; `"standard"`
+            keeps keras' Conv2D).
         conv_config: dict of arguments for the efficient layer (e.g.
             `{{"part": 8}}` for HetConv), or `None` for the paper defaults.
 
     Returns:
-        A `keras.Model` instance.
+        A `keras_effconv.applications.EffConvModel` (a Functional
+        `keras.Model`).
 
     Raises:
         ValueError: for `weights="imagenet"`, a missing weights file, an

@@ -16,8 +16,6 @@ from keras_effconv.applications.conv_types import ConvReplacer
 _BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 STYLES = ("imagenet", "cifar")
 
-PYRAMID_LAYERS = {f"P{block}": f"block{block}_pool" for block in range(1, 6)}
-
 
 def EffVGG16(
     include_top=True,
@@ -57,14 +55,16 @@ def EffVGG16(
         classifier_activation: activation of the `predictions` layer, or
             `None` for logits.
         name: the model's name.
-        conv: one of `"standard"`, `"hetconv"`, `"igc"`, `"compconv"`,
-            `"factorized"`, `"depthwise_separable"`.
+        conv: the name of a registered conv method (see
+            `keras_effconv.conv_methods.conv_method_names()`; `"standard"`
+            keeps keras' Conv2D).
         conv_config: dict of arguments for the efficient layer, or `None`.
         style: `"imagenet"` (keras' VGG16) or `"cifar"` (see the module
             docstring).
 
     Returns:
-        A `keras.Model` instance.
+        A `keras_effconv.applications.EffConvModel` (a Functional
+        `keras.Model`).
 
     Raises:
         ValueError: for `weights="imagenet"`, a missing weights file, an
@@ -93,6 +93,7 @@ def EffVGG16(
     bn_axis = _common.channel_axis()
 
     x = img_input
+    pyramid = {}  # the block outputs `block{1..5}_pool`, strides 2 to 32
     for block, (filters, convs) in enumerate(_BLOCKS, start=1):
         for i in range(1, convs + 1):
             if cifar:
@@ -106,6 +107,7 @@ def EffVGG16(
                 x = replace(conv_layer, x)
         pool_padding = "same" if cifar else "valid"
         x = keras.layers.MaxPooling2D((2, 2), strides=(2, 2), padding=pool_padding, name=f"block{block}_pool")(x)
+        pyramid[f"P{block}"] = x
 
     if include_top:
         x = keras.layers.Flatten(name="flatten")(x)
@@ -122,4 +124,4 @@ def EffVGG16(
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D()(x)
     replace.require_replacements(f"model '{name}'")
-    return _common.assemble(img_input, input_tensor, x, name, weights, PYRAMID_LAYERS)
+    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
