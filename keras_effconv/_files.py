@@ -1,8 +1,53 @@
-"""Writing result files so that a failure never leaves a partial or missing file."""
+"""Files the package reads and writes: `.keras` models in, results written atomically."""
 
 import contextlib
 import os
 import uuid
+import zipfile
+
+
+def load_keras_model(path, argument="model", safe_mode=True):
+    """Loads a `.keras` file (uncompiled), with one-line errors naming the file.
+
+    Keras' own `load_model` says "File not found" for a file that exists but
+    is not a `.keras` archive, and raises a bare `KeyError` for a zip without
+    a model in it.
+
+    Args:
+        path: path of the `.keras` file.
+        argument: the name of the argument or command-line operand the path
+            came from, for messages.
+        safe_mode: passed to `keras.saving.load_model`: when True (the
+            default), a file with Python code in it (a `Lambda`) is refused.
+
+    Returns:
+        The `keras.Model`.
+
+    Raises:
+        ValueError: if `path` does not end in `.keras`, or the file is not a
+            valid `.keras` file (not a zip archive, or no model in it), or
+            Keras refuses it (e.g. unsafe content with `safe_mode=True`).
+        FileNotFoundError: if `path` does not exist.
+        OSError: if the file cannot be read.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`: expected a .keras file. Received: {argument}={path!r}"
+        )
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{argument} file not found: {path}")
+    # Checked here: Keras reports both cases as "File not found" or KeyError.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            has_config = "config.json" in archive.namelist()
+    except (zipfile.BadZipFile, IsADirectoryError):
+        raise ValueError(f"{path} is not a valid .keras file (not a zip archive)") from None
+    if not has_config:
+        raise ValueError(f"{path} is not a valid .keras file (no config.json in the archive)")
+    import keras
+
+    return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
 
 
 def existing_directory(path):
