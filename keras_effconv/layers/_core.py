@@ -362,6 +362,43 @@ def _shift_depthwise(x, kernel, strides, padding, dilation_rate, data_format):
     return acc
 
 
+def centre_tap_crop(spatial, kernel_size, strides, padding, dilation_rate):
+    """Where the centre taps of a convolution's windows lie in its input.
+
+    The centre tap of window `o` along an axis is input position
+    `start + o * stride` (TensorFlow's "same" convention: extra padding goes
+    after). Cropping `((top, bottom), (left, right))` from the input and then
+    taking every stride-th position therefore yields exactly the centre taps.
+
+    Args:
+        spatial: `(height, width)` of the input; entries may be None only when
+            the result is None.
+        kernel_size, strides, dilation_rate: pairs of ints.
+        padding: `"same"` or `"valid"`.
+
+    Returns:
+        None when the centre taps are the input itself (stride 1, "same",
+        odd effective kernel), else the crop `((top, bottom), (left, right))`.
+
+    Raises:
+        ValueError: when a spatial size needed for the crop is unknown.
+    """
+    kh, kw = kernel_size
+    sh, sw = strides
+    dh, dw = dilation_rate
+    if padding == "same" and (sh, sw) == (1, 1) and (kh - 1) * dh % 2 == 0 and (kw - 1) * dw % 2 == 0:
+        return None
+    crops = []
+    for length, k, s, d in ((spatial[0], kh, sh, dh), (spatial[1], kw, sw, dw)):
+        if length is None:
+            raise ValueError("the centre taps of a strided or 'valid' convolution need a known spatial size")
+        centre = ((k - 1) * d) // 2
+        start = centre - _same_pad_amounts(length, k, s, d)[0] if padding == "same" else centre
+        span = (conv_output_length(length, k, s, padding, d) - 1) * s + 1
+        crops.append((start, length - start - span))
+    return tuple(crops)
+
+
 def sample_window_centres(x, kernel_size, strides, padding, dilation_rate, data_format):
     """The input value at the centre tap of every convolution window.
 
@@ -377,22 +414,18 @@ def sample_window_centres(x, kernel_size, strides, padding, dilation_rate, data_
         return x
     if data_format == "channels_first":
         x = ops.transpose(x, (0, 2, 3, 1))
-    dynamic = ops.shape(x)
-    starts, lengths = [], []
-    for axis, (k, s, d) in zip((1, 2), ((kh, sh, dh), (kw, sw, dw))):
-        length = x.shape[axis]
-        centre = ((k - 1) * d) // 2
-        effective = (k - 1) * d + 1
-        if length is not None:
-            if padding == "same":
-                before, _ = _same_pad_amounts(length, k, s, d)
-                start = centre - before
-            else:
-                start = centre
-            out = conv_output_length(length, k, s, padding, d)
-        else:
-            # Only TensorFlow graphs with unknown spatial size come here.
+    spatial = x.shape[1:3]
+    if spatial[0] is not None and spatial[1] is not None:
+        ((top, bottom), (left, right)) = centre_tap_crop(spatial, kernel_size, strides, padding, dilation_rate)
+        y = x[:, top : spatial[0] - bottom : sh, left : spatial[1] - right : sw, :]
+    else:
+        # Only TensorFlow graphs with unknown spatial size come here.
+        dynamic = ops.shape(x)
+        starts, lengths = [], []
+        for axis, (k, s, d) in zip((1, 2), ((kh, sh, dh), (kw, sw, dw))):
             length = dynamic[axis]
+            centre = ((k - 1) * d) // 2
+            effective = (k - 1) * d + 1
             if padding == "same":
                 out = (length + s - 1) // s
                 total = ops.maximum((out - 1) * s + effective - length, 0)
@@ -400,12 +433,8 @@ def sample_window_centres(x, kernel_size, strides, padding, dilation_rate, data_
             else:
                 out = (length - effective) // s + 1
                 start = centre
-        starts.append(start)
-        lengths.append(out)
-    if all(isinstance(v, int) for v in starts + lengths):
-        (r0, c0), (oh, ow) = starts, lengths
-        y = x[:, r0 : r0 + (oh - 1) * sh + 1 : sh, c0 : c0 + (ow - 1) * sw + 1 : sw, :]
-    else:
+            starts.append(start)
+            lengths.append(out)
         y = ops.slice(
             x,
             [0, starts[0], starts[1], 0],

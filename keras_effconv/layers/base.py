@@ -1,5 +1,7 @@
 """Base class shared by the convolution-like layers of keras_effconv."""
 
+import numpy as np
+
 import keras
 from keras import activations
 from keras import constraints
@@ -14,15 +16,25 @@ class EfficientConv2D(keras.layers.Layer):
     """Common argument handling for 2-D efficient convolutions.
 
     Mirrors `keras.layers.Conv2D`: same argument names, order and
-    normalisation. Subclasses implement `_build_kernels(input_channels)`,
-    `_convolve(inputs)` (everything but bias and activation) and
-    `_macs_per_output_pixel(input_channels)`.
+    normalisation. The contract for subclasses:
+
+    - `_build_kernels(input_channels)` creates every weight and sub-layer
+      (`build()` calls it, then adds the bias);
+    - `_convolve(inputs)` computes the output without the layer's bias and
+      final activation (`call()` adds both);
+    - `_macs_for(input_channels, output_spatial, input_shape)` returns the
+      multiply-accumulates for one sample (the one MAC hook; `compute_macs`
+      validates the shape and calls it);
+    - a subclass whose bias lives in its sub-layers sets `_owns_bias = False`,
+      and the base class then creates no `bias` weight;
+    - `inference_form()` (methods with an export lowering rule) returns the
+      layer's weights in the form its lowering rule emits, as NumPy arrays,
+      so that export never reads private attributes.
 
     `kernel_initializer`, `kernel_regularizer` and `kernel_constraint` apply to
     every kernel the layer owns.
     """
 
-    # Layers whose biases live in sub-layers set this to False.
     _owns_bias = True
 
     def __init__(
@@ -158,12 +170,36 @@ class EfficientConv2D(keras.layers.Layer):
                 "compute_macs needs known spatial sizes. Received "
                 f"input_shape={input_shape}"
             )
-        return int(
-            self._macs_for(input_channels, spatial[0], spatial[1], input_shape)
-        )
+        return int(self._macs_for(input_channels, spatial, input_shape))
 
-    def _macs_for(self, input_channels, out_h, out_w, input_shape):
-        return out_h * out_w * self._macs_per_output_pixel(input_channels)
+    def _macs_for(self, input_channels, output_spatial, input_shape):
+        raise NotImplementedError(f"{type(self).__name__} must implement _macs_for")
+
+    def centre_tap_crop(self, input_shape):
+        """Where this layer's `1 x 1` parts read its input: the windows' centre taps.
+
+        HetConv's `1 x 1` kernels and CompConv's identity channels see the
+        input at the centre tap of each `k x k` window. Cropping the input
+        by the returned amounts and taking every `strides`-th position gives
+        exactly those taps (the export lowers it as Cropping2D + a strided
+        `1 x 1` convolution or pooling).
+
+        Args:
+            input_shape: the input shape, with or without batch dimension.
+
+        Returns:
+            None when the taps are the input itself (stride 1, `"same"`, odd
+            kernel), else `((top, bottom), (left, right))`.
+
+        Raises:
+            ValueError: when the crop needs a spatial size that is unknown.
+        """
+        spatial = _core.spatial_dims(_core.batched_shape(input_shape), self.data_format)
+        return _core.centre_tap_crop(spatial, self.kernel_size, self.strides, self.padding, self.dilation_rate)
+
+    @staticmethod
+    def _numpy(weight):
+        return None if weight is None else np.asarray(ops.convert_to_numpy(weight), dtype="float32")
 
     def get_config(self):
         config = super().get_config()

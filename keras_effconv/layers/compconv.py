@@ -1,9 +1,10 @@
 """CompConv: compact convolution by divide and conquer (Zhang, Xu & Shen, CVPRW 2021)."""
 
+import dataclasses
+
 import numpy as np
 
 import keras
-from keras import ops
 
 from keras_effconv.layers import _core
 from keras_effconv.layers.base import EfficientConv2D
@@ -37,6 +38,26 @@ def riffle_order(channels):
     """Output position `2t + h` takes concatenation channel `h * ceil(C/2) + t`."""
     half = _core.ceil_div(channels, 2)
     return [h * half + t for t in range(half) for h in range(2) if h * half + t < channels]
+
+
+@dataclasses.dataclass(frozen=True)
+class CompConvInferenceForm:
+    """`CompConv2D.inference_form()`: float32 NumPy arrays.
+
+    Attributes:
+        kernels: `[Q_1 kernel, Q_2 kernel, ...]`, each `(kh, kw, in, out)`.
+        identity_channels: per `X_i`, the input channels copied into it.
+        tailing_kernel: `(kh, kw, in, out)` or None.
+        output_order: `(filters,)`: output channel `j` is concatenation
+            channel `output_order[j]`.
+        bias: `(filters,)` or None.
+    """
+
+    kernels: list
+    identity_channels: list
+    tailing_kernel: object
+    output_order: np.ndarray
+    bias: object
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
@@ -220,18 +241,40 @@ class CompConv2D(EfficientConv2D):
             x, self.kernel_size, self.strides, self.padding, self.dilation_rate, df
         )
 
-    def _macs_per_output_pixel(self, input_channels):
+    def inference_form(self):
+        """The layer's convolutions, identity channels and output order, for export.
+
+        `q = conv(x, kernels[0])` with the layer's geometry; for each `i`,
+        `x_i = centres(x)[..., identity_channels[i]] (+) q` and
+        `q = conv(x_i, kernels[i + 1])` (stride 1, "same"); the concatenation
+        `x_1 (+) ... (+) q (+) conv(q, tailing_kernel)` taken in
+        `output_order` is the output (bias and activation excluded).
+        `centres(x)` is `x` at the first convolution's window centres
+        (`centre_tap_crop`).
+
+        Returns:
+            A `CompConvInferenceForm` of float32 NumPy arrays.
+
+        Raises:
+            ValueError: if the layer is not built.
+        """
+        self._require_built()
+        return CompConvInferenceForm(
+            kernels=[self._numpy(k) for k in self.recursive_kernels],
+            identity_channels=[list(c) for c in self._identity_channels],
+            tailing_kernel=self._numpy(self.tailing_kernel),
+            output_order=np.asarray(self._order),
+            bias=self._numpy(self.bias),
+        )
+
+    def _macs_for(self, input_channels, output_spatial, input_shape):
+        self._ensure_plan(input_shape)  # depth "auto" is resolved from the input channels
         kh, kw = self.kernel_size
         macs = input_channels * self._q_width[0]
         for i in range(1, len(self._q_width)):
             macs += 2**i * self.c_prim * self._q_width[i]
         macs += self._q_width[-1] * self._tail_width
-        return kh * kw * macs
-
-    def compute_macs(self, input_shape):
-        # Depth "auto" is resolved from the input channels.
-        self._ensure_plan(input_shape)
-        return super().compute_macs(input_shape)
+        return output_spatial[0] * output_spatial[1] * kh * kw * macs
 
     def paper_macs(self, input_shape):
         """The paper's MAC formula for ONE sample (ignores surplus removal).

@@ -6,10 +6,11 @@ linear channel projections, topological subdivisioning of the projection and
 a spatial bottleneck.
 """
 
+import dataclasses
+
 import numpy as np
 
 import keras
-from keras import activations
 from keras import initializers
 from keras import ops
 
@@ -80,6 +81,54 @@ def topological_connections(input_channels, filters, grid, window):
                 cell = ((p + a) % d1) * d2 + (q + b) % d2
                 connected[cell * s_in : (cell + 1) * s_in, j] = True
     return connected
+
+
+@dataclasses.dataclass(frozen=True)
+class SpatialBottleneckInferenceForm:
+    """`SpatialBottleneck.inference_form()`: float32 NumPy arrays.
+
+    Attributes:
+        depthwise_kernel: `(kh, kw, C_in, 1)`, applied with stride 2, "same".
+        projection_kernel: `(1, 1, C_in, filters)` dense (zeros where a
+            topological projection is unconnected).
+        upsample_scale: `(4 * filters,)`: copy `a * 2 + b`, channel `c` at
+            `(a * 2 + b) * filters + c`.
+        bias: `(filters,)` or None.
+    """
+
+    depthwise_kernel: np.ndarray
+    projection_kernel: np.ndarray
+    upsample_scale: np.ndarray
+    bias: object
+
+
+@dataclasses.dataclass(frozen=True)
+class FactorizedUnitForm:
+    """One SIC unit of `FactorizedConv2D.inference_form()`.
+
+    Attributes:
+        depthwise_kernel: `(kh, kw, C, 1)`, or None for a bottleneck unit.
+        geometry: the depthwise conv's `strides`, `padding`, `dilation_rate`.
+        projection_kernel: `(1, 1, C, filters)` dense kernel.
+        projection_bias: `(filters,)` or None.
+        bottleneck: a `SpatialBottleneckInferenceForm` instead of the above,
+            or None.
+        residual: whether the unit adds its input.
+    """
+
+    depthwise_kernel: object
+    geometry: object
+    projection_kernel: object
+    projection_bias: object
+    bottleneck: object
+    residual: bool
+
+
+def _projection_weights(projection):
+    """(dense `(1, 1, C_in, filters)` kernel, bias or None) of a Conv2D or TopologicalProjection."""
+    kernel = projection.dense_kernel() if isinstance(projection, TopologicalProjection) else projection.kernel
+    bias = projection.bias if projection.use_bias else None
+    return EfficientConv2D._numpy(kernel), EfficientConv2D._numpy(bias)
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
@@ -204,9 +253,10 @@ class TopologicalProjection(EfficientConv2D):
         self._require_built()
         return _core.gather_from_parts([self.kernel], self._dense_map)
 
-    def _macs_per_output_pixel(self, input_channels):
+    def _macs_for(self, input_channels, output_spatial, input_shape):
         cells = self.grid[0] * self.grid[1]
-        return self.window[0] * self.window[1] * (input_channels // cells) * self.filters
+        per_pixel = self.window[0] * self.window[1] * (input_channels // cells) * self.filters
+        return output_spatial[0] * output_spatial[1] * per_pixel
 
     def get_config(self):
         config = super().get_config()
@@ -362,7 +412,7 @@ class SpatialBottleneck(EfficientConv2D):
         spatial = _core.spatial_dims(input_shape, self.data_format)
         return _core.with_spatial_and_channels(input_shape, spatial, self.filters, self.data_format)
 
-    def _macs_for(self, input_channels, out_h, out_w, input_shape):
+    def _macs_for(self, input_channels, output_spatial, input_shape):
         kh, kw = self.kernel_size
         half = _core.spatial_dims(self._half_shape(input_shape), self.data_format)
         low = half[0] * half[1]
@@ -370,7 +420,32 @@ class SpatialBottleneck(EfficientConv2D):
         if self.topology is not None:
             (d1, d2), (c1, c2) = self.topology["grid"], self.topology["window"]
             projection = projection * c1 * c2 // (d1 * d2)
-        return low * (kh * kw * input_channels + projection) + out_h * out_w * self.filters
+        return low * (kh * kw * input_channels + projection) + output_spatial[0] * output_spatial[1] * self.filters
+
+    def inference_form(self):
+        """The bottleneck's weights in the form its export lowering emits.
+
+        `y = depthwise_conv(x, depthwise_kernel, strides=2, "same")`, then
+        `y = conv1x1(y, projection_kernel)`, then four copies of `y`
+        concatenated, scaled per channel by `upsample_scale` (+ `bias` tiled
+        four times) and `depth_to_space(2)` (channels_last order: copy
+        `a * 2 + b` lands at row offset `a`, column offset `b`), cropped to
+        the input's height and width.
+
+        Returns:
+            A `SpatialBottleneckInferenceForm` of float32 NumPy arrays.
+
+        Raises:
+            ValueError: if the layer is not built.
+        """
+        self._require_built()
+        kernel, _ = _projection_weights(self.projection)
+        return SpatialBottleneckInferenceForm(
+            depthwise_kernel=self._numpy(self.depthwise_kernel),
+            projection_kernel=kernel,
+            upsample_scale=self._numpy(self.upsample_kernel).reshape(4 * self.filters),
+            bias=self._numpy(self.bias),
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -521,15 +596,18 @@ class FactorizedConv2D(EfficientConv2D):
                     )
                 )
 
-    def call(self, inputs):
+    def _convolve(self, inputs):
+        # Every unit but the last ends with the activation; `call` applies the last one.
         x = inputs
         inner = dict(
             strides=1, padding="same", dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        for (c, first, bottleneck, residual), block, depthwise in zip(
-            self._plan, self.unit_blocks, self._unit_depthwise
+        for u, ((c, first, bottleneck, residual), block, depthwise) in enumerate(
+            zip(self._plan, self.unit_blocks, self._unit_depthwise)
         ):
+            if u > 0 and self.activation is not None:
+                x = self.activation(x)
             if bottleneck:
                 y = block(x)
             else:
@@ -537,12 +615,41 @@ class FactorizedConv2D(EfficientConv2D):
                 y = block(_core.depthwise_conv(x, depthwise, **kwargs))
             if residual:
                 y = y + x
-            if self.activation is not None:
-                y = self.activation(y)
             x = y
         return x
 
-    def _macs_for(self, input_channels, out_h, out_w, input_shape):
+    def inference_form(self):
+        """The SIC units' weights in the form the export lowering emits.
+
+        Unit by unit: `y = conv1x1(depthwise_conv(x, depthwise_kernel,
+        **geometry), projection_kernel) + projection_bias` (or, for a
+        bottleneck unit, the `SpatialBottleneck` form in `bottleneck`), then
+        `y + x` when `residual`, then the layer's `activation`.
+
+        Returns:
+            A list of `FactorizedUnitForm`, one per unit.
+
+        Raises:
+            ValueError: if the layer is not built.
+        """
+        self._require_built()
+        units = []
+        inner = dict(strides=(1, 1), padding="same", dilation_rate=self.dilation_rate)
+        for (c, first, bottleneck, residual), block, depthwise in zip(
+            self._plan, self.unit_blocks, self._unit_depthwise
+        ):
+            if bottleneck:
+                units.append(FactorizedUnitForm(None, None, None, None, block.inference_form(), residual))
+                continue
+            kernel, bias = _projection_weights(block)
+            geometry = dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)
+            units.append(
+                FactorizedUnitForm(self._numpy(depthwise), geometry if first else inner, kernel, bias, None, residual)
+            )
+        return units
+
+    def _macs_for(self, input_channels, output_spatial, input_shape):
+        out_h, out_w = output_spatial
         kh, kw = self.kernel_size
         plan = self._plan if self.built else self._unit_plan(input_channels)
         total = 0

@@ -1,12 +1,38 @@
 """HetConv: heterogeneous kernel-based convolution (Singh et al., CVPR 2019)."""
 
+import dataclasses
+
 import numpy as np
 
 import keras
-from keras import ops
 
 from keras_effconv.layers import _core
 from keras_effconv.layers.base import EfficientConv2D
+
+
+@dataclasses.dataclass(frozen=True)
+class HetConvInferenceForm:
+    """`HetConv2D.inference_form()`: float32 NumPy arrays.
+
+    Attributes:
+        groups: the grouped convolution's groups (`part`).
+        input_order: `(C_in,)`, the input channels in the order the grouped
+            and `1 x 1` kernels read them.
+        output_order: `(filters,)`, column `t` of both kernels is output
+            channel `output_order[t]`.
+        kernel: `(kh, kw, C_in / part, filters)` grouped kernel.
+        pointwise_kernel: `(1, 1, C_in, filters)` dense `1 x 1` kernel reading
+            the centre taps, zero where the `k x k` kernels are; None when
+            `part == 1`.
+        bias: `(filters,)` in natural order, or None.
+    """
+
+    groups: int
+    input_order: np.ndarray
+    output_order: np.ndarray
+    kernel: np.ndarray
+    pointwise_kernel: object
+    bias: object
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
@@ -155,9 +181,7 @@ class HetConv2D(EfficientConv2D):
         for j in range(n):
             rows = [i for i in range(c_in) if (i - j) % part]
             compact_row[rows, j] = np.arange(len(rows))
-        # Class order: position r*cg + u <-> channel r + part*u (same for outputs).
-        in_order = np.array([r + part * u for r in range(part) for u in range(cg)])
-        out_order = np.array([r + part * t for r in range(part) for t in range(ng)])
+        in_order, out_order = self._class_orders(c_in)
         # 1x1 kernel in class order (rows and columns), zeros on k x k positions.
         rows_c = compact_row[in_order][:, out_order]
         self._pointwise_class_map = np.where(
@@ -190,7 +214,7 @@ class HetConv2D(EfficientConv2D):
     def _convolve(self, inputs):
         part, df = self.part, self.data_format
         c_in = self.input_channels
-        cg, ng = c_in // part, self.filters // part
+        cg = c_in // part
         # Residue-class order: position r*cg + u holds channel r + part*u.
         x = _core.shuffle_channels(inputs, cg, df)
         centres = _core.sample_window_centres(
@@ -252,10 +276,48 @@ class HetConv2D(EfficientConv2D):
             return [self.kernel]
         return [self.kernel, self.pointwise_kernel]
 
-    def _macs_per_output_pixel(self, input_channels):
+    def inference_form(self):
+        """The layer as one grouped `k x k` conv plus one `1 x 1` conv, for export.
+
+        With `part > 1`, over input channels taken in `input_order`:
+        `y = grouped_conv(x, kernel, groups=part) + conv1x1(centres(x),
+        pointwise_kernel)`, whose output column `t` is the layer's channel
+        `output_order[t]` (bias and activation excluded). `centres(x)` is `x`
+        at the windows' centre taps (`centre_tap_crop`). With `part == 1` the
+        layer is the dense convolution `kernel` and both orders are identity.
+
+        Returns:
+            A `HetConvInferenceForm` of float32 NumPy arrays.
+
+        Raises:
+            ValueError: if the layer is not built.
+        """
+        self._require_built()
+        in_order, out_order = self._class_orders(self.input_channels)
+        pointwise = None
+        if self.part > 1:
+            pointwise = self._numpy(_core.gather_from_parts(self._weights(), self._pointwise_class_map))
+        return HetConvInferenceForm(
+            groups=self.part,
+            input_order=in_order,
+            output_order=out_order,
+            kernel=self._numpy(self.kernel),
+            pointwise_kernel=pointwise,
+            bias=self._numpy(self.bias),
+        )
+
+    def _class_orders(self, c_in):
+        # Residue-class order: position r*cg + u holds channel r + part*u (likewise outputs).
+        part, cg, ng = self.part, c_in // self.part, self.filters // self.part
+        in_order = np.array([r + part * u for r in range(part) for u in range(cg)])
+        out_order = np.array([r + part * t for r in range(part) for t in range(ng)])
+        return in_order, out_order
+
+    def _macs_for(self, input_channels, output_spatial, input_shape):
         kh, kw = self.kernel_size
         n, p = self.filters, self.part
-        return kh * kw * input_channels * n // p + input_channels * n * (p - 1) // p
+        per_pixel = kh * kw * input_channels * n // p + input_channels * n * (p - 1) // p
+        return output_spatial[0] * output_spatial[1] * per_pixel
 
     def get_config(self):
         config = super().get_config()

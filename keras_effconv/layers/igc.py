@@ -1,5 +1,7 @@
 """IGCV1: interleaved group convolutions (Zhang et al., ICCV 2017)."""
 
+import dataclasses
+
 import numpy as np
 
 import keras
@@ -7,6 +9,24 @@ from keras import ops
 
 from keras_effconv.layers import _core
 from keras_effconv.layers.base import EfficientConv2D
+
+
+@dataclasses.dataclass(frozen=True)
+class IGCInferenceForm:
+    """`InterleavedGroupConv2D.inference_form()`: float32 NumPy arrays.
+
+    Attributes:
+        groups: `L`, the primary convolution's groups.
+        primary_kernel: `(kh, kw, C_in / L, L * M)` grouped kernel.
+        secondary_kernel: `(1, 1, L * M, filters)` dense kernel, interleaves
+            folded in.
+        bias: `(filters,)` or None.
+    """
+
+    groups: int
+    primary_kernel: np.ndarray
+    secondary_kernel: np.ndarray
+    bias: object
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
@@ -208,10 +228,33 @@ class InterleavedGroupConv2D(EfficientConv2D):
             ops.einsum("hwig,go->hwio", primary, ops.reshape(secondary, secondary.shape[2:]))
         )
 
-    def _macs_per_output_pixel(self, input_channels):
+    def inference_form(self):
+        """The layer as a grouped primary conv and one dense `1 x 1` conv, for export.
+
+        `y = conv1x1(grouped_conv(x, primary_kernel, groups=primary_groups),
+        secondary_kernel)` (bias and activation excluded), where
+        `secondary_kernel` is the grouped secondary convolution with both
+        interleaves folded in (zeros outside its groups).
+
+        Returns:
+            An `IGCInferenceForm` of float32 NumPy arrays.
+
+        Raises:
+            ValueError: if the layer is not built.
+        """
+        self._require_built()
+        return IGCInferenceForm(
+            groups=self.primary_groups,
+            primary_kernel=self._numpy(self.primary_kernel),
+            secondary_kernel=self._numpy(_core.gather_from_parts([self.secondary_kernel], self._secondary_map)),
+            bias=self._numpy(self.bias),
+        )
+
+    def _macs_for(self, input_channels, output_spatial, input_shape):
         kh, kw = self.kernel_size
         l, m = self.primary_groups, self._m
-        return kh * kw * (input_channels // l) * l * m + l * self.filters
+        per_pixel = kh * kw * (input_channels // l) * l * m + l * self.filters
+        return output_spatial[0] * output_spatial[1] * per_pixel
 
     def get_config(self):
         config = super().get_config()

@@ -1,5 +1,7 @@
 """Channel shuffle (ShuffleNet, Zhang et al., CVPR 2018) in a 4-D formulation."""
 
+import numpy as np
+
 import keras
 
 from keras_effconv.layers import _core
@@ -48,6 +50,18 @@ class ChannelShuffle(keras.layers.Layer):
 
     def call(self, inputs):
         return _core.shuffle_channels(inputs, self.groups, self.data_format)
+
+    def channel_order(self, channels):
+        """The permutation this layer applies: output channel `j` is input `order[j]`.
+
+        Args:
+            channels: the number of channels.
+
+        Returns:
+            A NumPy int array of length `channels`.
+        """
+        per = channels // self.groups
+        return np.array([g * per + j for j in range(per) for g in range(self.groups)])
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
