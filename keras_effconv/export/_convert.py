@@ -1,10 +1,10 @@
 """Conversion worker: `.keras` file -> `.tflite`, run in its own process.
 
-`export_litert` starts `python -m keras_effconv.export._convert ARGS.json`
-with `KERAS_BACKEND=tensorflow`, so the export works from any backend and the
-converter's per-call memory leak dies with the process. Reads its arguments
-from a JSON file and writes a JSON result next to it; exit status 0 on
-success, 1 with `{"error": ...}` otherwise.
+`export_litert` runs this module through `keras_effconv._subprocess.run_worker`
+(`python -I -m keras_effconv.export._convert ARGS.json`, from an empty
+directory) with `KERAS_BACKEND=tensorflow`, so the export works from any
+backend and the converter's per-call memory leak dies with the process.
+The result (or `{"error": ...}`) is written as JSON.
 
 The conversion follows Keras' own `model.export(format="litert")` path
 (ExportArchive -> SavedModel -> `TFLiteConverter.from_saved_model`) but with
@@ -14,19 +14,17 @@ ops, which never run on a mobile GPU).
 
 import csv
 import functools
-import json
-import os
 import sys
 import tempfile
-import traceback
+
+from keras_effconv._files import load_keras_model
+from keras_effconv._subprocess import worker_main
 
 
 def _representative(calibration, count=None):
     import numpy as np
 
     data = np.load(calibration)
-    batch = data.shape[1] if data.ndim > 1 else 1
-    del batch
 
     def generator():
         for i in range(len(data) if count is None else min(count, len(data))):
@@ -73,7 +71,7 @@ def convert(args):
     import keras_effconv  # noqa: F401  (registers the custom layers)
     import keras_effconv.export  # noqa: F401
 
-    model = keras.saving.load_model(args["keras_path"], compile=False)
+    model = load_keras_model(args["keras_path"], argument="keras_path")
     specs = [tf.TensorSpec(shape, tf.float32) for shape in args["input_shapes"]]
     signature = specs if len(specs) == 1 else [specs]
     with tempfile.TemporaryDirectory() as saved_model_dir:
@@ -105,21 +103,5 @@ def convert(args):
     return {"bytes": len(data), "layer_report": layer_report}
 
 
-def main(argv):
-    with open(argv[0]) as f:
-        args = json.load(f)
-    result_path = args["result_path"]
-    try:
-        result = convert(args)
-        status = 0
-    except Exception as error:
-        result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-        status = 1
-    with open(result_path, "w") as f:
-        json.dump(result, f)
-    return status
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main(convert))

@@ -1,10 +1,12 @@
 """GPU-only run of a `.tflite` on the LiteRT GPU accelerator, vs the CPU interpreter.
 
-Run as a plain script (`python _gpu_worker.py MODEL INPUTS.npz RESULT.json`),
-never imported from the package: it must not load TensorFlow (or Keras with
+`check_gpu` runs it through `keras_effconv._subprocess.run_worker` as a plain
+script (`python -I .../_gpu_worker.py ARGS.json`, from an empty directory),
+not as a module of the package: it must not load TensorFlow (or Keras with
 the TensorFlow backend), because LiteRT's WebGPU accelerator on Mesa lavapipe
-crashes in a process that has TensorFlow loaded. Imports only numpy and
-ai_edge_litert.
+crashes in a process that has TensorFlow loaded, and importing
+`keras_effconv` would. Imports only numpy, ai_edge_litert and (by path) the
+standard-library-only `_subprocess.py`.
 
 It first compiles a tiny known-good model (`_CANARY`, one 1x1 CONV_2D) on the
 GPU: if that fails, the accelerator cannot start on this machine and the
@@ -14,11 +16,10 @@ accelerated, run, and compared with the CPU interpreter.
 """
 
 import base64
-import json
+import importlib.util
 import os
 import sys
 import tempfile
-import traceback
 
 import numpy as np
 
@@ -119,18 +120,21 @@ def check(model_path, inputs_path, tolerance):
     }
 
 
-def main(argv):
-    model_path, inputs_path, result_path, tolerance = argv[0], argv[1], argv[2], float(argv[3])
+def run(args):
+    # Vulkan (Mesa) needs a runtime directory; the working directory is the
+    # worker's own temporary one, removed after the run.
     if not os.environ.get("XDG_RUNTIME_DIR"):
-        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="litert-xdg-")
-    try:
-        result = check(model_path, inputs_path, tolerance)
-    except Exception as error:
-        result = {"status": "failed", "reason": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-    with open(result_path, "w") as f:
-        json.dump(result, f)
-    return 0
+        os.environ["XDG_RUNTIME_DIR"] = os.getcwd()
+    return check(args["model_path"], args["inputs_path"], float(args["tolerance"]))
+
+
+def _load_subprocess_module():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_subprocess.py")
+    spec = importlib.util.spec_from_file_location("_effconv_subprocess", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(_load_subprocess_module().worker_main(run))

@@ -1,7 +1,8 @@
 """QAT worker: rebuild a graph description as tf_keras, `quantize_model`, fine-tune, export int8.
 
-Run by `quantization_aware_training` as `python -m keras_effconv.export._qat
-ARGS.json` with `TF_USE_LEGACY_KERAS=1`: tensorflow-model-optimization only
+Run by `quantization_aware_training` through `keras_effconv._subprocess.run_worker`
+(`python -I -m keras_effconv.export._qat ARGS.json`, from an empty directory)
+with `TF_USE_LEGACY_KERAS=1`: tensorflow-model-optimization only
 accepts tf_keras (Keras 2) models and switches its process to legacy Keras,
 so it never runs in the caller's process. The graph description (layer
 classes, Keras 3 configs, inbound layers, weights) comes from a model that
@@ -10,11 +11,11 @@ classes, Keras 3 configs, inbound layers, weights) comes from a model that
 
 import inspect
 import json
-import os
 import sys
-import traceback
 
 import numpy as np
+
+from keras_effconv._subprocess import worker_main
 
 _SUPPORTED = (
     "InputLayer", "Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "Activation", "ReLU",
@@ -168,18 +169,5 @@ def run(args):
     }
 
 
-def main(argv):
-    with open(argv[0]) as f:
-        args = json.load(f)
-    try:
-        result, status = run(args), 0
-    except Exception as error:
-        result, status = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}, 1
-    with open(args["result_path"], "w") as f:
-        json.dump(result, f)
-    return status
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main(run))

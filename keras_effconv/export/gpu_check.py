@@ -21,13 +21,14 @@ reports everything as compatible.
 
 import collections
 import dataclasses
-import json
+import importlib.util
 import os
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
+
+from keras_effconv._subprocess import WorkerError
+from keras_effconv._subprocess import run_worker
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_gpu_worker.py")
 RUN_MODES = ("auto", "never")
@@ -221,7 +222,7 @@ def _default_inputs(info, seed=0):
             raise ValueError(
                 f"input '{spec['name']}' has a dynamic shape {spec['shape']}; pass `inputs` or export with a static shape"
             )
-        inputs[f"args_{i}"] = rng.standard_normal(spec["shape"]).astype(spec["dtype"] if spec["dtype"] == "float32" else "float32")
+        inputs[f"args_{i}"] = rng.standard_normal(spec["shape"]).astype("float32")
     return inputs
 
 
@@ -285,13 +286,8 @@ def check_gpu(path, inputs=None, run="auto", tolerance=1e-3, timeout=600):
                     f"the model expects {tuple(spec['shape'])}."
                 )
             feed[f"args_{i}"] = array
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("ai_edge_litert") is None:
-            raise ImportError("ai-edge-litert is not installed (pip install ai-edge-litert)")
-    except ImportError as error:
-        report.run_reason = str(error)
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        report.run_reason = "ai-edge-litert is not installed (pip install ai-edge-litert)"
         return report
     result = _run_worker(path, feed, tolerance, timeout)
     report.run_status = result["status"]
@@ -304,33 +300,22 @@ def check_gpu(path, inputs=None, run="auto", tolerance=1e-3, timeout=600):
 def _run_worker(path, feed, tolerance, timeout):
     with tempfile.TemporaryDirectory(prefix="effconv-gpu-") as tmp:
         inputs_path = os.path.join(tmp, "inputs.npz")
-        result_path = os.path.join(tmp, "result.json")
         np.savez(inputs_path, **feed)
-        env = dict(os.environ)
-        env.setdefault("XDG_RUNTIME_DIR", tmp)
+        args = {"model_path": os.path.abspath(path), "inputs_path": inputs_path, "tolerance": float(tolerance)}
         try:
-            proc = subprocess.run(
-                [sys.executable, _WORKER, path, inputs_path, result_path, repr(float(tolerance))],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=env,
-            )
-        except subprocess.TimeoutExpired as error:
-            started = b"canary-ok" in (error.stdout or b"") if isinstance(error.stdout, bytes) else "canary-ok" in (error.stdout or "")
-            status = "failed" if started else "skipped"
-            return {"status": status, "reason": f"the GPU run did not finish within {timeout} s"}
-        if os.path.exists(result_path):
-            with open(result_path) as f:
-                return json.load(f)
-        started = "canary-ok" in proc.stdout
-        tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
-        if not started:
-            return {
-                "status": "skipped",
-                "reason": f"the LiteRT GPU accelerator crashed while starting (exit status {proc.returncode}): {tail[0]}",
-            }
-        return {
-            "status": "failed",
-            "reason": f"the GPU run crashed (exit status {proc.returncode}): {tail[0]}",
-        }
+            return run_worker(args, "GPU run", script=_WORKER, timeout=timeout, keras_backend=None)
+        except WorkerError as error:
+            # The worker prints "canary-ok" once the accelerator has started:
+            # a crash or hang before that means no usable GPU here, after it
+            # a failure of this model.
+            started = "canary-ok" in error.stdout
+            if error.kind == "error":
+                return {"status": "failed", "reason": error.detail}
+            if error.kind == "timeout":
+                return {"status": "failed" if started else "skipped", "reason": str(error)}
+            if not started:
+                return {
+                    "status": "skipped",
+                    "reason": f"the LiteRT GPU accelerator crashed while starting ({error.detail})",
+                }
+            return {"status": "failed", "reason": f"the GPU run crashed ({error.detail})"}

@@ -1,11 +1,8 @@
 """`export_litert`: one call from a Keras model to a verified, GPU-ready `.tflite`."""
 
 import dataclasses
-import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -15,6 +12,9 @@ import keras
 
 from keras_effconv._files import atomic_path
 from keras_effconv._files import existing_directory
+from keras_effconv._files import load_keras_model
+from keras_effconv._subprocess import WorkerError
+from keras_effconv._subprocess import run_worker
 from keras_effconv.export import gpu_check
 from keras_effconv.export.inference import _check_target
 from keras_effconv.export.inference import optimize_for_inference
@@ -146,39 +146,15 @@ def _load(model):
     if isinstance(model, keras.Model):
         return model
     if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        if not path.endswith(".keras"):
-            raise ValueError(f"Invalid value for argument `model`: expected a keras.Model or a .keras file. Received: model={path!r}")
-        if not os.path.exists(path):
-            raise OSError(f"model file not found: {path}")
-        return keras.saving.load_model(path, compile=False)
+        return load_keras_model(model, argument="model")
     raise TypeError(f"`model` must be a keras.Model or a .keras path. Received: model={model!r}")
 
 
 def _run_converter(args, timeout):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args_path = args["result_path"] + ".args.json"
-    with open(args_path, "w") as f:
-        json.dump(args, f)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "keras_effconv.export._convert", args_path],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        raise ExportError(f"the LiteRT conversion did not finish within {timeout} s") from None
-    result = {}
-    if os.path.exists(args["result_path"]):
-        with open(args["result_path"]) as f:
-            result = json.load(f)
-    if proc.returncode != 0 or "error" in result:
-        message = result.get("error") or (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise ExportError(f"LiteRT conversion failed: {message}")
-    return result
+        return run_worker(args, "LiteRT conversion", module="keras_effconv.export._convert", timeout=timeout)
+    except WorkerError as error:
+        raise ExportError(str(error)) from None
 
 
 def _interpreter_outputs(path, batches):
@@ -284,7 +260,6 @@ def export_litert(
             args = {
                 "keras_path": keras_path,
                 "out_path": tmp_path,
-                "result_path": os.path.join(work, "result.json"),
                 "input_shapes": [list(s) for s in input_shapes],
                 "quantization": quantization,
                 "layer_report": True,

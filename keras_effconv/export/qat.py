@@ -12,8 +12,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
@@ -22,6 +20,8 @@ import keras
 
 from keras_effconv._files import atomic_path
 from keras_effconv._files import existing_directory
+from keras_effconv._subprocess import WorkerError
+from keras_effconv._subprocess import run_worker
 from keras_effconv.export import gpu_check
 from keras_effconv.export.inference import optimize_for_inference
 from keras_effconv.export.litert import ExportError
@@ -196,28 +196,21 @@ def quantization_aware_training(
                 "weights": os.path.join(work, "weights.npz"),
                 "data": os.path.join(work, "data.npz"),
                 "out_path": tmp_path,
-                "result_path": os.path.join(work, "result.json"),
                 "epochs": int(epochs),
                 "batch_size": int(batch_size),
                 "learning_rate": float(learning_rate),
                 "from_logits": not _ends_with_softmax(optimized),
                 "input_shape": [int(export_batch_size)] + list(per_sample),
             }
-            with open(os.path.join(work, "args.json"), "w") as f:
-                json.dump(args, f)
-            env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_USE_LEGACY_KERAS="1")
-            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            proc = subprocess.run(
-                [sys.executable, "-m", "keras_effconv.export._qat", os.path.join(work, "args.json")],
-                capture_output=True, text=True, env=env,
-            )
-            result = {}
-            if os.path.exists(args["result_path"]):
-                with open(args["result_path"]) as f:
-                    result = json.load(f)
-            if proc.returncode or "error" in result:
-                message = result.get("error") or (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-                raise ExportError(f"quantization-aware training failed: {message}")
+            try:
+                result = run_worker(
+                    args,
+                    "quantization-aware training",
+                    module="keras_effconv.export._qat",
+                    env={"TF_USE_LEGACY_KERAS": "1"},
+                )
+            except WorkerError as error:
+                raise ExportError(str(error)) from None
             info = gpu_check.inspect_tflite(tmp_path)
             if info["flex_ops"] or info["custom_ops"]:
                 raise ExportError(f"the QAT model uses Flex/custom ops {info['flex_ops'] + info['custom_ops']}")

@@ -149,3 +149,19 @@ def test_int8_agrees_with_float_on_real_fashion_mnist(tmp_path):
     print(f"float accuracy {accuracy:.3f}, int8/float top-1 agreement {agreement:.4f}")
     assert accuracy > 0.8
     assert agreement >= 0.99
+
+
+@TF_ONLY
+def test_export_does_not_import_modules_from_the_working_directory(tmp_path, monkeypatch):
+    # The converter worker imports csv and json; run from here, a plain
+    # `python -m` would pick up these files instead.
+    marker = tmp_path / "imported.txt"
+    for name in ("csv", "json"):
+        (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+    monkeypatch.chdir(tmp_path)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(x))
+    report = export_litert(model, "m.tflite", target="cpu")  # a relative path: the worker runs elsewhere
+    assert report.flex_ops == [] and (tmp_path / "m.tflite").exists()
+    assert not marker.exists(), f"imported from the working directory: {marker.read_text()}"

@@ -66,3 +66,22 @@ def test_canary_runs_on_the_gpu(tmp_path):
         assert report.run_reason and not REQUIRE_GPU_RUN, report.run_reason
     else:
         assert report.run_status == "passed" and report.fully_accelerated, report.run_reason
+
+
+@pytest.mark.parametrize("started, status", [(False, "skipped"), (True, "failed")])
+def test_a_killed_gpu_worker_is_reported_by_signal(started, status, tmp_path, monkeypatch):
+    from keras_effconv.export import _gpu_worker
+    from keras_effconv.export import gpu_check
+
+    path = tmp_path / "canary.tflite"
+    path.write_bytes(_gpu_worker._CANARY)
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import os, signal\n"
+        + ("print('canary-ok', flush=True)\n" if started else "")
+        + "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    monkeypatch.setattr(gpu_check, "_WORKER", str(worker))
+    report = check_gpu(path)
+    assert report.run_status == status and "killed by signal SIGKILL" in report.run_reason
+    assert ("while starting" in report.run_reason) != started
