@@ -93,3 +93,50 @@ def test_unfinished_run_is_resumed_only_with_the_same_arguments(tmp_path, capsys
     assert "another configuration (epochs differ)" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "backup" / "state").read_text() == "epoch 1"
     assert json.loads((tmp_path / "config.json").read_text()) == earlier
+
+
+@pytest.mark.parametrize("command", [["profile"], ["export", "--out", "{out}"]])
+def test_a_file_that_is_not_a_keras_archive_is_one_line_and_exit_2(command, tmp_path, capsys):
+    path = tmp_path / "model.keras"
+    path.write_text("not a zip archive")
+    argv = [command[0], str(path)] + [a.replace("{out}", str(tmp_path / "m.tflite")) for a in command[1:]]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"keras-effconv: error: {path} is not a valid .keras file (not a zip archive)\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
+def test_no_package_module_outside_the_cli_imports_it():
+    # The CLI sits on top of everything (DESIGN.md §1): a module below that
+    # imports it back makes an import cycle.
+    import ast
+    import pathlib
+
+    import keras_effconv
+
+    root = pathlib.Path(keras_effconv.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if "cli" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            if any(n == "keras_effconv.cli" or n.startswith("keras_effconv.cli.") for n in names):
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_effconv.cli", "--help"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and "{train,profile,export}" in proc.stdout

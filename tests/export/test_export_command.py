@@ -6,7 +6,7 @@ import pytest
 
 import keras
 
-from keras_effconv.export import command
+from keras_effconv.cli import export as command
 
 
 def _parser():

@@ -3,15 +3,14 @@
     keras-effconv export model.keras --out model.tflite
     keras-effconv export model.keras --out model_int8.tflite --quantize int8 --calibration fashion_mnist
 
-`register(subparsers)` adds the sub-command to the main parser; bad input
-raises ValueError/OSError with a one-line message, which the main CLI prints
-as `keras-effconv: error: ...` (exit status 2).
+Bad input raises ValueError/OSError with a one-line message, which `main`
+prints as `keras-effconv: error: ...` (exit status 2).
 """
 
 import json
 
-from keras_effconv.cli import parse_shape
-from keras_effconv.cli import positive_int
+from keras_effconv.cli._args import parse_shape
+from keras_effconv.cli._args import positive_int
 
 QUANTIZE_CHOICES = ("none", "float16", "dynamic_int8", "int8")
 CALIBRATION_CHOICES = ("fashion_mnist",)
@@ -61,20 +60,13 @@ def calibration_images(name, input_shape, count=CALIBRATION_SAMPLES, seed=0):
 
 
 def _export_command(args):
-    import os
-
-    import keras
-
+    from keras_effconv._files import load_keras_model
     from keras_effconv.export.litert import export_litert
 
-    if not args.model.endswith(".keras"):
-        raise ValueError(f"MODEL must be a .keras file, got {args.model!r}")
-    if not os.path.exists(args.model):
-        raise OSError(f"model file not found: {args.model}")
     quantization = None if args.quantize == "none" else args.quantize
     if quantization == "int8" and args.calibration is None:
         raise ValueError("--quantize int8 needs --calibration (e.g. --calibration fashion_mnist)")
-    model = keras.saving.load_model(args.model, compile=False)
+    model = load_keras_model(args.model, argument="model")
     data = None
     if args.calibration is not None:
         shape = args.input_shape or tuple(model.inputs[0].shape[1:])

@@ -1,0 +1,85 @@
+"""`keras-effconv train`: the `model.fit` training recipe, resumable.
+
+    keras-effconv train --model eff_resnet20 --conv hetconv --dataset fashion_mnist --epochs 10 --out runs/het
+"""
+
+import os
+
+from keras_effconv.cli._args import conv_choices
+from keras_effconv.cli._args import json_dict
+from keras_effconv.cli._args import positive_float
+from keras_effconv.cli._args import positive_int
+
+
+def _train_command(args):
+    from keras_effconv.training import TrainConfig
+    from keras_effconv.training import train
+
+    config = TrainConfig(
+        model=args.model,
+        conv=args.conv,
+        conv_config=args.conv_config,
+        dataset=args.dataset,
+        data_path=args.data_path,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        subset=args.subset,
+        learning_rate=args.learning_rate,
+        mixed_precision=args.mixed_precision,
+        jit_compile=args.jit_compile,
+        distribute=args.distribute,
+        export=args.export,
+        seed=args.seed,
+    )
+    metrics = train(config, args.out, overwrite=args.overwrite)
+    print(
+        f"{metrics['model']} conv={metrics['conv']} on {metrics['dataset']} ({metrics['train_images']} train images, "
+        f"{metrics['epochs']} epochs, {metrics['backend']}): test accuracy {metrics['test_accuracy']:.4f} on "
+        f"{metrics['test_images']} test images"
+    )
+    print(
+        f"MACs {metrics['macs'] / 1e6:.2f} M vs {metrics['standard_macs'] / 1e6:.2f} M standard "
+        f"({metrics['standard_macs'] / metrics['macs']:.2f}x fewer); params {metrics['params']:,} vs "
+        f"{metrics['standard_params']:,}; trained in {metrics['train_seconds']:.0f} s"
+    )
+    if "export" in metrics:
+        print(f"LiteRT export: {os.path.join(args.out, 'model.tflite')}")
+    print(f"results in {args.out}/ (metrics.json, model.keras, curves.png, history.csv, checkpoints/, tensorboard/)")
+
+
+def register(subparsers):
+    """Adds the `train` sub-command to an argparse sub-parser collection.
+
+    Args:
+        subparsers: the object returned by `parser.add_subparsers()`.
+
+    Returns:
+        The `train` sub-parser.
+    """
+    from keras_effconv.applications import MODELS
+    from keras_effconv.datasets import DATASETS
+
+    parser = subparsers.add_parser("train", help="train a network with model.fit (resumable)")
+    parser.add_argument("--model", default="eff_resnet20", choices=sorted(MODELS),
+                        help="network (default eff_resnet20)")
+    parser.add_argument("--conv", default="hetconv", choices=conv_choices(),
+                        help="efficient convolution (default hetconv)")
+    parser.add_argument("--conv-config", type=json_dict, default=None, help="method arguments as JSON")
+    parser.add_argument("--dataset", default="fashion_mnist", choices=DATASETS,
+                        help="training data (default fashion_mnist)")
+    parser.add_argument("--data-path", default=None, help="data location (required for image_folder)")
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument("--out", required=True, help="output directory; re-run the same command to resume")
+    parser.add_argument("--subset", type=positive_int, default=None, help="use only N training images")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--learning-rate", type=positive_float, default=2e-3)
+    parser.add_argument("--mixed-precision", action="store_true", help="mixed_bfloat16")
+    parser.add_argument("--jit-compile", action="store_true", help="XLA (always on for JAX)")
+    parser.add_argument("--distribute", action="store_true",
+                        help="data-parallel over all local devices (jax, tensorflow)")
+    parser.add_argument("--export", action="store_true", help="also write a verified model.tflite")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh even if --out holds a finished or unfinished run")
+    parser.set_defaults(handler=_train_command)
+    return parser
