@@ -20,6 +20,8 @@ import keras
 
 from keras_effconv._files import atomic_path
 from keras_effconv._files import existing_directory
+from keras_effconv._model_graph import nodes_in_order
+from keras_effconv._model_graph import producer
 from keras_effconv._subprocess import WorkerError
 from keras_effconv._subprocess import run_worker
 from keras_effconv.export import gpu_check
@@ -82,30 +84,28 @@ class QatReport:
 def _graph(model):
     """A JSON description of a flat Functional model, topologically ordered."""
     layers, weights = [], {}
-    depths = sorted(model._nodes_by_depth, reverse=True)
     seen = set()
-    for depth in depths:
-        for node in model._nodes_by_depth[depth]:
-            op = node.operation
-            if op.name in seen:
-                raise ValueError(f"layer '{op.name}' is shared; quantization-aware training needs unshared layers")
-            seen.add(op.name)
-            entry = {
-                "name": op.name,
-                "class": type(op).__name__,
-                "config": op.get_config(),
-                "inbound": [t._keras_history.operation.name for t in node.input_tensors],
-            }
-            values = op.get_weights()
-            entry["weights"] = len(values)
-            for i, value in enumerate(values):
-                weights[f"{op.name}/{i}"] = value
-            layers.append(entry)
+    for node in nodes_in_order(model):
+        op = node.operation
+        if op.name in seen:
+            raise ValueError(f"layer '{op.name}' is shared; quantization-aware training needs unshared layers")
+        seen.add(op.name)
+        entry = {
+            "name": op.name,
+            "class": type(op).__name__,
+            "config": op.get_config(),
+            "inbound": [producer(t).name for t in node.input_tensors],
+        }
+        values = op.get_weights()
+        entry["weights"] = len(values)
+        for i, value in enumerate(values):
+            weights[f"{op.name}/{i}"] = value
+        layers.append(entry)
     return {
         "name": model.name,
         "layers": layers,
-        "inputs": [t._keras_history.operation.name for t in model.inputs],
-        "outputs": [t._keras_history.operation.name for t in model.outputs],
+        "inputs": [producer(t).name for t in model.inputs],
+        "outputs": [producer(t).name for t in model.outputs],
     }, weights
 
 
