@@ -6,6 +6,8 @@
   verifies (no Flex ops, outputs vs Keras, GPU check) and writes atomically.
 - `check_gpu(path)`: static GPU rules + a GPU-only fp32 run on the LiteRT
   GPU accelerator where one can start (e.g. Mesa lavapipe).
+- `lowering_rule(LayerClass)`: registers how a layer is lowered (see
+  `keras_effconv/export/rules.py`; one module per method in `lowering/`).
 - `quantization_aware_training(model, path, x, y)`: int8 QAT with
   tensorflow-model-optimization in its own process (post-training int8 is
   `export_litert(..., quantization="int8")`).
@@ -24,6 +26,11 @@ from keras_effconv.export.litert import ExportReport
 from keras_effconv.export.litert import export_litert
 from keras_effconv.export.qat import QatReport
 from keras_effconv.export.qat import quantization_aware_training
+from keras_effconv.export.rewriter import Term
+from keras_effconv.export.rewriter import Value
+from keras_effconv.export.rules import LoweringCall
+from keras_effconv.export.rules import lowering_rule
+from keras_effconv.export.rules import unregister_lowering_rule
 
 __all__ = [
     "ChannelGather",
@@ -31,12 +38,17 @@ __all__ = [
     "ExportError",
     "ExportReport",
     "GpuCheckReport",
+    "LoweringCall",
     "QUANTIZATIONS",
     "TARGETS",
+    "Term",
+    "Value",
     "check_gpu",
     "export_litert",
     "inspect_tflite",
+    "lowering_rule",
     "optimize_for_inference",
     "QatReport",
     "quantization_aware_training",
+    "unregister_lowering_rule",
 ]
