@@ -214,12 +214,3 @@ def obtain_input_shape(input_shape, default_size, min_size, data_format, require
         require_flatten=require_flatten,
         weights=None,
     )
-
-
-def validate_activation(classifier_activation):
-    """`keras.applications`' check of `classifier_activation` (same messages).
-
-    Raises:
-        ValueError: for an activation keras' applications reject.
-    """
-    _imagenet_utils.validate_activation(classifier_activation, None)

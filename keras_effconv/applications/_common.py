@@ -57,8 +57,12 @@ def channel_axis():
 
 
 def classifier(x, classes, classifier_activation):
-    """The `predictions` layer; validates the activation as keras does."""
-    _model_graph.validate_activation(classifier_activation)
+    """The `predictions` layer.
+
+    keras' own `validate_activation` only restricts the activation with
+    pretrained weights, which never exist here; an unknown activation is
+    rejected by `Dense` with keras' message.
+    """
     return keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
 
 
