@@ -17,7 +17,7 @@ import os
 import keras
 
 import keras_effconv
-from keras_effconv.applications import CONV_TYPES
+from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.training import TrainConfig
 from keras_effconv.training.compare import accuracy_vs_macs_plot
 from keras_effconv.training.compare import compare_convs
@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--subset", type=int, default=None)
-    parser.add_argument("--convs", default=",".join(CONV_TYPES))
+    parser.add_argument("--convs", default=",".join(conv_method_names()))
     parser.add_argument("--runs", default=os.path.join("runs", "accuracy"))
     args = parser.parse_args(argv)
     backend = keras.backend.backend()

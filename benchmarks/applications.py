@@ -23,6 +23,7 @@ import keras_effconv
 from keras_effconv import applications
 from keras_effconv import profile
 from keras_effconv.profiling import measure_latency
+from keras_effconv.conv_methods import conv_method_names
 
 SIZE = 224
 BASELINE = "keras ResNet50"
@@ -33,7 +34,7 @@ def build_models():
         BASELINE: keras.applications.ResNet50(weights=None),
         "keras MobileNetV2": keras.applications.MobileNetV2(weights=None),
     }
-    for conv in applications.CONV_TYPES:
+    for conv in conv_method_names():
         if conv != "standard":
             models[f"EffResNet50 {conv}"] = applications.EffResNet50(conv=conv)
     return models

@@ -25,6 +25,7 @@ from keras_effconv import applications
 from keras_effconv import profile
 from keras_effconv.profiling.papers import HETCONV_VGG16_CIFAR10_MMACS
 from keras_effconv.profiling.papers import IMAGENET_CLAIMS
+from keras_effconv.conv_methods import conv_method_names
 
 NETWORKS = (
     ("EffResNet50", applications.EffResNet50),
@@ -58,7 +59,7 @@ def network_rows():
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for label, constructor in NETWORKS:
-        variants = [(conv, None) for conv in applications.CONV_TYPES]
+        variants = [(conv, None) for conv in conv_method_names()]
         if label == "EffVGG16":
             variants += [("hetconv", {"part": part}) for part in (8, 16, 32)]
         standard = None

@@ -28,6 +28,7 @@ import keras
 from keras_effconv import applications
 from keras_effconv import profile
 from keras_effconv.export import export_litert
+from keras_effconv.conv_methods import conv_method_names
 
 SIZE = 224
 BASELINE = "keras ResNet50"
@@ -43,7 +44,7 @@ def build(label):
 
 
 def labels(quick):
-    convs = ["hetconv", "depthwise_separable"] if quick else [c for c in applications.CONV_TYPES if c != "standard"]
+    convs = ["hetconv", "depthwise_separable"] if quick else [c for c in conv_method_names() if c != "standard"]
     return [BASELINE, "keras MobileNetV2"] + [f"EffResNet50 {c}" for c in convs]
 
 

@@ -5,7 +5,7 @@
 
 import argparse
 
-from keras_effconv.applications import CONV_TYPES
+from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.training import TrainConfig
 from keras_effconv.training.compare import compare_convs
 from keras_effconv.training.compare import comparison_markdown
@@ -14,7 +14,7 @@ from keras_effconv.training.compare import comparison_markdown
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="eff_resnet20")
-    parser.add_argument("--convs", default=",".join(CONV_TYPES))
+    parser.add_argument("--convs", default=",".join(conv_method_names()))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--subset", type=int, default=10000)
     parser.add_argument("--out", default="runs/compare")

@@ -17,6 +17,7 @@ import keras
 
 from keras_effconv import applications
 from keras_effconv.export import export_litert
+from keras_effconv.conv_methods import conv_method_names
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "android", "app", "src", "main", "assets")
 
@@ -24,7 +25,7 @@ ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "android", "ap
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a trained .keras file (default: an untrained EffResNet50)")
-    parser.add_argument("--conv", default="hetconv", choices=applications.CONV_TYPES)
+    parser.add_argument("--conv", default="hetconv", choices=conv_method_names())
     parser.add_argument("--quantize", default="none", choices=("none", "float16", "dynamic_int8"))
     parser.add_argument("--out-dir", default=ASSETS)
     args = parser.parse_args()

@@ -3,8 +3,6 @@
 from keras_effconv.applications._common import EffConvModel
 from keras_effconv.applications.cifar import EffResNet20
 from keras_effconv.applications.cifar import EffResNet56
-from keras_effconv.applications.conv_types import CONV_TYPES
-from keras_effconv.applications.conv_types import DEFAULT_CONV_CONFIGS
 from keras_effconv.applications.conversion import ConversionReport
 from keras_effconv.applications.conversion import convert
 from keras_effconv.applications.imagenet import decode_predictions
@@ -25,9 +23,7 @@ MODELS = {
 }
 
 __all__ = [
-    "CONV_TYPES",
     "ConversionReport",
-    "DEFAULT_CONV_CONFIGS",
     "EffConvModel",
     "EffResNet101",
     "EffResNet152",

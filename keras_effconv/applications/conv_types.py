@@ -22,7 +22,6 @@ convolutions standard and replaces the spatial ones):
 defaults) and may also hold `min_input_channels`.
 """
 
-from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.conv_methods import get_conv_method
 
 DEFAULT_MIN_INPUT_CHANNELS = 16
@@ -153,11 +152,3 @@ class ConvReplacer:
         layer = self.replacement(conv_layer, tuple(inputs.shape))
         return (layer or conv_layer)(inputs)
 
-
-def __getattr__(name):
-    # Transitional: the applications package still re-exports these names.
-    if name == "CONV_TYPES":
-        return conv_method_names()
-    if name == "DEFAULT_CONV_CONFIGS":
-        return {m: get_conv_method(m).default_config for m in conv_method_names()}
-    raise AttributeError(name)

@@ -69,8 +69,8 @@ def convert(model, conv="hetconv", conv_config=None, layers=None):
 
     Args:
         model: a built Functional or Sequential `keras.Model`.
-        conv: one of `"standard"`, `"hetconv"`, `"igc"`, `"compconv"`,
-            `"factorized"`, `"depthwise_separable"`.
+        conv: the name of a registered conv method (see
+            `keras_effconv.conv_methods.conv_method_names()`).
         conv_config: dict of arguments for the efficient layer (e.g.
             `{"part": 8}`), plus optionally `min_input_channels`; `None` for
             the defaults.

@@ -30,6 +30,7 @@ import keras
 from keras_effconv import applications
 from keras_effconv._files import atomic_path
 from keras_effconv import profile
+from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.datasets import DATASETS
 from keras_effconv.datasets import load_dataset
 from keras_effconv.training.distribute import data_parallel_scope
@@ -44,7 +45,7 @@ class TrainConfig:
 
     Attributes:
         model: a name from `keras_effconv.applications.MODELS`.
-        conv: one of `keras_effconv.applications.CONV_TYPES`.
+        conv: a registered conv method (`keras_effconv.conv_methods.conv_method_names()`).
         conv_config: optional method arguments.
         dataset: `"fashion_mnist"`, `"cifar10"` or `"image_folder"`.
         data_path: optional data location (required for image folders).
@@ -87,8 +88,8 @@ class TrainConfig:
         """Raises ValueError naming the first bad field."""
         if self.model not in applications.MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(applications.MODELS)}")
-        if self.conv not in applications.CONV_TYPES:
-            raise ValueError(f"unknown conv {self.conv!r}; choose one of {list(applications.CONV_TYPES)}")
+        if self.conv not in conv_method_names():
+            raise ValueError(f"unknown conv {self.conv!r}; choose one of {list(conv_method_names())}")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {list(DATASETS)}")
         for name in ("epochs", "batch_size"):

@@ -10,7 +10,7 @@ import keras
 import reference
 from conftest import BACKEND
 from keras_effconv import applications
-from keras_effconv.applications import CONV_TYPES
+from keras_effconv.conv_methods import conv_method_names
 
 # (constructor, channels of the last feature map, keras counterpart or None)
 NETWORKS = {
@@ -56,7 +56,7 @@ def test_signature_starts_with_keras_parameters(name):
 
 
 @pytest.mark.filterwarnings("ignore:This model usually expects 1 or 3 input channels")
-@pytest.mark.parametrize("conv", CONV_TYPES)
+@pytest.mark.parametrize("conv", conv_method_names())
 @pytest.mark.parametrize("name", network_params)
 @pytest.mark.parametrize("image_data_format", FORMATS, indirect=True)
 def test_notop_variable_input_channels(name, conv, image_data_format):
@@ -69,7 +69,7 @@ def test_notop_variable_input_channels(name, conv, image_data_format):
         assert list(model.outputs[0].shape) == expected
 
 
-@pytest.mark.parametrize("conv", CONV_TYPES)
+@pytest.mark.parametrize("conv", conv_method_names())
 @pytest.mark.parametrize("name", network_params)
 @pytest.mark.parametrize("image_data_format", FORMATS, indirect=True)
 def test_notop_custom_input_shape(name, conv, image_data_format):
@@ -82,7 +82,7 @@ def test_notop_custom_input_shape(name, conv, image_data_format):
 
 
 @pytest.mark.filterwarnings("ignore:This model usually expects 1 or 3 input channels")
-@pytest.mark.parametrize("conv", CONV_TYPES)
+@pytest.mark.parametrize("conv", conv_method_names())
 @pytest.mark.parametrize("name", network_params)
 @pytest.mark.parametrize("image_data_format", FORMATS, indirect=True)
 def test_notop_custom_input_tensor(name, conv, image_data_format):
@@ -95,7 +95,7 @@ def test_notop_custom_input_tensor(name, conv, image_data_format):
     assert model.inputs[0].name == "custom_input"
 
 
-@pytest.mark.parametrize("conv", CONV_TYPES)
+@pytest.mark.parametrize("conv", conv_method_names())
 @pytest.mark.parametrize("pooling", ("max", "avg"))
 @pytest.mark.parametrize("name", network_params)
 def test_pooling(name, conv, pooling):
@@ -104,7 +104,7 @@ def test_pooling(name, conv, pooling):
     assert list(model.outputs[0].shape) == [None, last_dim]
 
 
-@pytest.mark.parametrize("conv", CONV_TYPES)
+@pytest.mark.parametrize("conv", conv_method_names())
 @pytest.mark.parametrize("name", network_params)
 def test_classifier_activation(name, conv):
     constructor, _, _ = NETWORKS[name]
@@ -118,7 +118,7 @@ def test_classifier_without_activation_gives_logits():
     assert model.layers[-1].activation.__name__ == "linear"
 
 
-@pytest.mark.parametrize("conv", CONV_TYPES)
+@pytest.mark.parametrize("conv", conv_method_names())
 @pytest.mark.parametrize("name", FAST_NETWORKS)
 def test_serialization_round_trip(name, conv):
     constructor, _, _ = NETWORKS[name]
@@ -157,7 +157,7 @@ def test_standard_matches_keras_layer_for_layer(name):
         assert strip(a.get_config()) == strip(b.get_config())
 
 
-@pytest.mark.parametrize("conv", ("hetconv", "igc", "compconv", "factorized", "depthwise_separable"))
+@pytest.mark.parametrize("conv", [c for c in conv_method_names() if c != "standard"])
 def test_recipe_replaces_every_3x3_except_the_stem(conv):
     model = applications.EffResNet50(conv=conv, include_top=False, input_shape=(64, 64, 3))
     by_kernel = {}

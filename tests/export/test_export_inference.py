@@ -8,7 +8,7 @@ import keras
 from helpers import max_rel_diff
 from helpers import randomize_statistics
 from keras_effconv import layers as eff
-from keras_effconv.applications import CONV_TYPES
+from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.applications import EffResNet20
 from keras_effconv.applications import EffResNet50
 from keras_effconv.export import ChannelGather
@@ -23,7 +23,7 @@ def _grouped_convs(model):
     return [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.groups > 1]
 
 
-@pytest.mark.parametrize("conv", CONV_TYPES)
+@pytest.mark.parametrize("conv", conv_method_names())
 def test_effresnet20_every_conv_type(conv):
     model = randomize_statistics(EffResNet20(input_shape=(28, 28, 1), conv=conv, classifier_activation=None))
     x = np.random.default_rng(1).standard_normal((1, 28, 28, 1)).astype("float32")

@@ -11,7 +11,7 @@ from helpers import assert_gpu_check
 from helpers import trained_fashion_mnist
 from helpers import randomize_statistics
 from keras_effconv import layers as eff
-from keras_effconv.applications import CONV_TYPES
+from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.applications import EffResNet20
 from keras_effconv.applications import EffResNet50
 from keras_effconv.export import ExportError
@@ -37,7 +37,7 @@ def _check_float32(report, shape):
 
 @pytest.mark.parametrize(
     "conv",
-    [pytest.param(c, marks=[] if c == "hetconv" else [TF_ONLY]) for c in CONV_TYPES],
+    [pytest.param(c, marks=[] if c == "hetconv" else [TF_ONLY]) for c in conv_method_names()],
 )
 def test_effresnet20_exports_and_runs_on_gpu(conv, tmp_path):
     model = randomize_statistics(EffResNet20(input_shape=(28, 28, 1), conv=conv))
@@ -57,7 +57,7 @@ def test_effresnet50_64px(conv, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [64, 224])
-@pytest.mark.parametrize("conv", CONV_TYPES)
+@pytest.mark.parametrize("conv", conv_method_names())
 def test_effresnet50_matrix(conv, size, tmp_path):
     # Logits, not softmax: a saturated or near-uniform softmax hides differences.
     model = randomize_statistics(EffResNet50(input_shape=(size, size, 3), conv=conv, classifier_activation=None))
@@ -66,7 +66,7 @@ def test_effresnet50_matrix(conv, size, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("conv", CONV_TYPES)
+@pytest.mark.parametrize("conv", conv_method_names())
 def test_effresnet56_and_vgg16_cifar(conv, tmp_path):
     from keras_effconv.applications import EffResNet56
     from keras_effconv.applications import EffVGG16

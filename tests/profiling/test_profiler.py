@@ -14,6 +14,7 @@ from keras_effconv import profile
 from keras_effconv.profiling import measure_latency
 from keras_effconv.profiling import measure_training_speed
 from keras_effconv.profiling.papers import HETCONV_VGG16_CIFAR10_MMACS
+from keras_effconv.conv_methods import conv_method_names
 
 
 def single_layer_macs(layer, input_shape):
@@ -182,7 +183,7 @@ def xla_macs(model, input_shape):
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="XLA cost_analysis() is read on JAX")
-@pytest.mark.parametrize("conv", applications.CONV_TYPES)
+@pytest.mark.parametrize("conv", conv_method_names())
 def test_eff_resnet50_totals_agree_with_xla(conv):
     # XLA skips taps on "same" padding (-2.8% for the standard ResNet50 at
     # 224 px) and counts elementwise work (BN, ReLU, adds): within 3% overall.
