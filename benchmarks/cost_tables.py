@@ -23,8 +23,8 @@ import keras
 import keras_effconv
 from keras_effconv import applications
 from keras_effconv import profile
-from keras_effconv.profiling.papers import HETCONV_VGG16_CIFAR10_MMACS
-from keras_effconv.profiling.papers import IMAGENET_CLAIMS
+from papers import HETCONV_VGG16_CIFAR10_MMACS
+from papers import IMAGENET_CLAIMS
 from keras_effconv.conv_methods import conv_method_names
 
 NETWORKS = (

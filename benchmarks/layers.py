@@ -89,10 +89,9 @@ import numpy as np
 import keras
 
 import keras_effconv
-from keras_effconv.layers import CompConv2D
+from keras_effconv.conv_methods import conv_methods
 from keras_effconv.layers import FactorizedConv2D
-from keras_effconv.layers import HetConv2D
-from keras_effconv.layers import InterleavedGroupConv2D
+from keras_effconv.profiling.macs import layer_macs
 
 CONFIGS = [(56, 56, 64), (14, 14, 256)]  # (H, W, C), C_in = C_out = C
 QUICK_CONFIGS = [(14, 14, 256)]
@@ -109,49 +108,34 @@ ERROR = "error"
 # ----------------------------------------------------------------------------
 
 
-def _conv2d_macs(h, w, c):
-    return h * w * KERNEL * KERNEL * c * c
-
-
-def _separable_macs(h, w, c):
-    return h * w * (KERNEL * KERNEL * c + c * c)
-
-
 def layer_specs():
-    """(label, factory(C) -> layer, macs(layer, (H, W, C)) -> int)."""
+    """(label, factory(C) -> layer, macs(layer, (H, W, C)) -> int): Conv2D, then every registered method."""
 
-    def ours(layer, shape):
-        return int(layer.compute_macs(shape))
+    def macs(layer, shape):
+        # The profiler's MAC rules (keras' layers included): one set of rules in the project.
+        batched = (1,) + tuple(shape)
+        return int(layer_macs(layer, batched, layer.compute_output_shape(batched)))
 
-    return [
-        (
-            BASELINE,
-            lambda c: keras.layers.Conv2D(c, KERNEL, padding="same"),
-            lambda layer, s: _conv2d_macs(*s),
-        ),
-        ("HetConv2D(part=4)", lambda c: HetConv2D(c, KERNEL, part=4), ours),
-        (
-            "InterleavedGroupConv2D(primary_groups=4)",
-            lambda c: InterleavedGroupConv2D(c, KERNEL, primary_groups=4),
-            ours,
-        ),
-        ("CompConv2D(depth=auto)", lambda c: CompConv2D(c, KERNEL), ours),
-        (
-            "FactorizedConv2D(num_units=2, relu)",
-            lambda c: FactorizedConv2D(c, KERNEL, num_units=2, activation="relu"),
-            ours,
-        ),
-        (
-            "FactorizedConv2D(num_units=1)",
-            lambda c: FactorizedConv2D(c, KERNEL, num_units=1),
-            ours,
-        ),
-        (
-            "SeparableConv2D (keras, reference)",
-            lambda c: keras.layers.SeparableConv2D(c, KERNEL, padding="same"),
-            lambda layer, s: _separable_macs(*s),
-        ),
-    ]
+    def replacing_conv2d(method, config, activation):
+        def factory(c):
+            conv2d = keras.layers.Conv2D(c, KERNEL, padding="same", activation=activation)
+            return method.build_layer(conv2d.get_config(), config)
+
+        return factory
+
+    specs = [(BASELINE, lambda c: keras.layers.Conv2D(c, KERNEL, padding="same"), macs)]
+    for method in conv_methods():
+        if method.layer is None:
+            continue
+        variants = [(method.default_config, None)]
+        if method.layer is FactorizedConv2D:
+            # The paper's unit ends with ReLU, so two units do not collapse into one linear map.
+            variants.append(({"num_units": 2}, "relu"))
+        for config, activation in variants:
+            arguments = [f"{k}={v}" for k, v in config.items()] + ([activation] if activation else [])
+            label = f"{method.layer.__name__}({', '.join(arguments)})"
+            specs.append((label, replacing_conv2d(method, config, activation), macs))
+    return specs
 
 
 # ----------------------------------------------------------------------------

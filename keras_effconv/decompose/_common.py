@@ -91,11 +91,6 @@ def check_choice(value, name, allowed):
     return value
 
 
-def conv_geometry(conv):
-    kh, kw, m, n = conv.kernel.shape
-    return kh, kw, m, n
-
-
 def output_pixels(model, layers):
     """`{id(layer): output positions summed over all its calls, or None}` for conv layers."""
     result = {id(layer): 0 for layer in layers}
@@ -172,7 +167,7 @@ def make_report(method, model, new_model, order, chains, entries, errors):
     layers = []
     for layer in order:
         chain = chains[id(layer)]
-        kh, kw, m, n = conv_geometry(layer)
+        kh, kw, m, n = layer.kernel.shape
         rank, kernel_error = entries[id(layer)]
         pixels = spatial_old[id(layer)]
         per_pixel_before = kh * kw * m * n

@@ -51,7 +51,7 @@ def _widths(model, selected, ratio, macs):
     pixels = _common.output_pixels(model, selected)
     geometry = {}
     for conv in selected:
-        kh, kw, m, n = _common.conv_geometry(conv)
+        kh, kw, m, n = conv.kernel.shape
         full = kh * kw * m * n
         unit = kh * kw * m + n
         cap = max(1, min(n, kh * kw * m, full // unit))

@@ -7,6 +7,7 @@ import statistics
 import keras
 import numpy as np
 
+from keras_effconv._files import atomic_path
 from keras_effconv.profiling import measure_latency
 from keras_effconv.profiling import measure_training_speed
 from keras_effconv.training.recipe import compile_for_training
@@ -136,5 +137,6 @@ def accuracy_vs_macs_plot(rows, path, title="accuracy vs MACs"):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)

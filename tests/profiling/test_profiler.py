@@ -13,7 +13,7 @@ from keras_effconv import layers
 from keras_effconv import profile
 from keras_effconv.profiling import measure_latency
 from keras_effconv.profiling import measure_training_speed
-from keras_effconv.profiling.papers import HETCONV_VGG16_CIFAR10_MMACS
+from papers import HETCONV_VGG16_CIFAR10_MMACS
 from keras_effconv.conv_methods import conv_method_names
 
 
