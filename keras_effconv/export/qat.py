@@ -110,7 +110,7 @@ def _graph(model):
 
 
 def _ends_with_softmax(model):
-    last = model.outputs[0]._keras_history.operation
+    last = producer(model.outputs[0])
     activation = getattr(last, "activation", None)
     return getattr(activation, "__name__", "") == "softmax" or isinstance(last, keras.layers.Softmax)
 
