@@ -12,6 +12,7 @@ from keras_effconv.profiling import measure_latency
 from keras_effconv.profiling import measure_training_speed
 from keras_effconv.training.recipe import compile_for_training
 from keras_effconv.training.recipe import config_differences
+from keras_effconv.training.recipe import run_state
 from keras_effconv.training.recipe import train
 
 
@@ -55,7 +56,7 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
             run_dir = os.path.join(out_dir, conv, f"seed{seed}")
             metrics_path = os.path.join(run_dir, "metrics.json")
             config = dataclasses.replace(base_config, conv=conv, seed=seed)
-            if os.path.exists(metrics_path) and not os.path.exists(os.path.join(run_dir, "backup")):
+            if run_state(run_dir) == "finished":
                 changed = config_differences(config, run_dir)
                 if changed:
                     raise ValueError(

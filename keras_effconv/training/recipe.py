@@ -2,27 +2,54 @@
 
 Recipe: Keras' own augmentation layers (random horizontal flip and
 translation by up to 10%) in the `tf.data` pipeline, AdamW with cosine
-learning-rate decay, label smoothing 0.1, batch 128. Every epoch writes a
-`.keras` checkpoint and a `BackupAndRestore` backup, so an interrupted run
-started again with the same command continues after the last completed epoch
-with the same weights, optimizer state and epoch counter.
+learning-rate decay, label smoothing 0.1, batch 128.
+
+Every epoch ends by appending its row to `history.csv` and then writing its
+`.keras` checkpoint (weights, optimizer state with its iteration counter) to a
+temporary name that is moved onto `checkpoints/epoch_NNN.keras` once complete.
+That checkpoint is the one record of progress: a run started again with the
+same command restores the newest checkpoint that loads and whose iteration
+counter matches its epoch, continues after it (`fit(initial_epoch=...)`),
+drops history rows of epochs after it, and so loses at most the epoch that was
+running. A run whose every epoch is checkpointed (killed after `fit()`, before
+`metrics.json`) is finished without training again.
+
+Why not `keras.callbacks.BackupAndRestore`: its backup is a second copy of the
+same state written in place (a crash or full disk mid-write leaves a truncated
+file that blocks every rerun with an h5py message naming no file), it is
+deleted when `fit()` returns (so a run killed before `metrics.json` started
+over at epoch 1 and overwrote its checkpoints), and it cannot fall back to an
+older epoch. A `backup/` folder left by an earlier version is reported and
+removed; the checkpoints are resumed from instead.
+
+Nothing in the output directory is deleted or written before the whole run
+is validated: the configuration, the dataset, and the network with its
+`conv_config` are built first, so a bad `--conv-config` (even with
+`--overwrite`) leaves `--out` as it was.
 
 Files in the output directory:
 
-    metrics.json        test_accuracy, test_loss, macs, params, epochs, train_seconds, backend, ...
+    config.json         the `TrainConfig` of the run (written before training)
+    metrics.json        test_accuracy, test_loss, macs, params, epochs, train_seconds, backend, ...;
+                        written last: its presence marks a finished run
     model.keras         the trained model (written atomically)
     curves.png          loss and accuracy per epoch (train and test)
-    history.csv         CSVLogger log (appended across resumed sessions)
-    checkpoints/        epoch_001.keras, ...
+    history.csv         one row per epoch across resumed sessions, with its wall time (`seconds`)
+    checkpoints/        epoch_001.keras, ... (written atomically)
     tensorboard/        TensorBoard logs
-    backup/             BackupAndRestore state while a run is unfinished
     model.tflite        with `export=True` (verified LiteRT export)
+
+`train_seconds` is the sum of the epochs' wall time (training and validation)
+over every session, as `history.csv` records it.
 """
 
+import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
+import sys
 import time
 
 import keras
@@ -233,27 +260,223 @@ def config_differences(config, out_dir):
     return sorted(k for k in set(previous) | set(current) if k != "export" and previous.get(k) != current.get(k))
 
 
+# What the recipe writes into --out; a fresh start removes exactly these.
+_RUN_FILES = ("metrics.json", "config.json", "model.keras", "model.tflite", "curves.png", "history.csv")
+_RUN_DIRS = ("checkpoints", "tensorboard", "backup")  # backup/: BackupAndRestore of earlier versions
+_CHECKPOINT_NAME = re.compile(r"epoch_(\d{3,})\.keras")
+# `atomic_path`'s temporary names, `.<name>.<pid>-<id>.tmp<ext>`, of the files above and the checkpoints.
+_TEMPORARY_NAME = re.compile(
+    r"\.(%s|epoch_\d{3,}\.keras)\.\d+-[0-9a-f]+\.tmp(\.[^.]*)?" % "|".join(map(re.escape, _RUN_FILES))
+)
+
+
+def run_state(out_dir):
+    """What `out_dir` holds: `"finished"`, `"unfinished"` or None (no run).
+
+    A run is finished once `metrics.json` is written (the last file) and
+    unfinished from the moment its `config.json` is written (before the
+    first epoch). A `backup/` folder (earlier versions' `BackupAndRestore`)
+    beside `metrics.json` marks an unfinished `--overwrite` run of such a
+    version.
+    """
+    if os.path.exists(os.path.join(out_dir, "metrics.json")) and not os.path.isdir(os.path.join(out_dir, "backup")):
+        return "finished"
+    if os.path.exists(os.path.join(out_dir, "config.json")):
+        return "unfinished"
+    return None
+
+
+def _report(message):
+    # One line on stderr: the run goes on, the user should still know.
+    print(f"keras-effconv train: {message}", file=sys.stderr, flush=True)
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _start_afresh(out_dir):
+    # metrics.json first: should this be interrupted, what remains is an
+    # unfinished run, never a "finished" one mixing two runs' files.
+    for name in _RUN_FILES:
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+    for name in _RUN_DIRS:
+        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+
+
+def _remove_temporary_files(directory):
+    # Left by a process killed while writing a result or a checkpoint.
+    for name in os.listdir(directory):
+        if _TEMPORARY_NAME.fullmatch(name):
+            os.remove(os.path.join(directory, name))
+
+
+def _read_history(path):
+    """`(fieldnames, rows)` of a history file; rows whose epoch is not a number (a torn last line) are dropped."""
+    if not os.path.exists(path):
+        return None, []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r.get("epoch", "").isdigit() and None not in r.values()]
+        return reader.fieldnames, rows
+
+
+def _write_history(path, fieldnames, rows):
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _history_until(path, epoch):
+    """Keeps the history rows of the first `epoch` epochs (those checkpointed), one per epoch, in order.
+
+    Rows of later epochs belong to epochs that will be trained again (a row
+    is written just before its checkpoint, which may then have failed).
+    """
+    fieldnames, rows = _read_history(path)
+    kept = {int(r["epoch"]): r for r in rows if int(r["epoch"]) < epoch}  # the last row of an epoch wins
+    missing = sorted(set(range(epoch)) - set(kept))
+    if missing:
+        _report(f"{path} lacks epoch(s) {[e + 1 for e in missing]}; train_seconds counts only the logged epochs")
+    if fieldnames is not None:
+        if "seconds" not in fieldnames:  # an earlier version's CSVLogger file
+            fieldnames = [*fieldnames, "seconds"]
+        _write_history(path, fieldnames, [kept[e] for e in sorted(kept)])
+
+
+def _history_value(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class _CommitEpoch(keras.callbacks.Callback):
+    """Ends every epoch with its `history.csv` row, then its checkpoint, written to a temporary name and moved.
+
+    The row goes first: a checkpoint never exists without its row, and a row
+    without its checkpoint (a crash or full disk in between) is dropped when
+    the run resumes from the previous checkpoint. The time of the epoch is
+    taken before the checkpoint is written.
+    """
+
+    def __init__(self, history_path, checkpoint_dir):
+        super().__init__()
+        self.history_path = history_path
+        self.checkpoint_dir = checkpoint_dir
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        row = {"epoch": epoch, **{k: _history_value(v) for k, v in (logs or {}).items()}, "seconds": f"{seconds:.3f}"}
+        fieldnames, _ = _read_history(self.history_path)
+        if fieldnames is None:
+            fieldnames = ["epoch", *sorted(logs or {}), "seconds"]
+            header = True
+        else:
+            header = False
+        with open(self.history_path, "a", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames, restval="", extrasaction="ignore")
+            if header:
+                writer.writeheader()
+            writer.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+        with atomic_path(os.path.join(self.checkpoint_dir, f"epoch_{epoch + 1:03d}.keras")) as tmp:
+            self.model.save(tmp)
+
+
+def _iterations(model):
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def _restore_newest_checkpoint(model, checkpoint_dir, epochs, steps_per_epoch):
+    """Loads the newest intact checkpoint of `checkpoint_dir` into the compiled `model`.
+
+    A checkpoint is intact if its weights and optimizer state load and its
+    iteration counter is `epoch * steps_per_epoch` (None: not checked). Each
+    newer one that is not is reported by path and left in place: training
+    replaces it when it reaches its epoch again.
+
+    Returns:
+        The epoch of the restored checkpoint (1-based), or 0 if there is none.
+
+    Raises:
+        ValueError: if there are checkpoints but none is intact (they are
+            left as they are; `overwrite=True` starts afresh).
+    """
+    found = []
+    for name in os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else ():
+        match = _CHECKPOINT_NAME.fullmatch(name)
+        if match and 1 <= int(match.group(1)) <= epochs:
+            found.append((int(match.group(1)), os.path.join(checkpoint_dir, name)))
+    if not found:
+        return 0
+    if not model.optimizer.built:
+        # Optimizer variables must exist to receive the saved ones (Keras
+        # otherwise skips them with a warning).
+        model.optimizer.build(model.trainable_variables)
+    unusable = []
+    for epoch, path in sorted(found, reverse=True):
+        try:
+            model.load_weights(path)
+            iterations = _iterations(model)
+            if steps_per_epoch is not None and iterations != epoch * steps_per_epoch:
+                raise ValueError(
+                    f"its optimizer has taken {iterations} steps, not {epoch} epochs x {steps_per_epoch} steps"
+                )
+        except Exception as error:  # noqa: BLE001 -- any failure to load makes the file unusable
+            unusable.append((path, _first_line(error)))
+            continue
+        for bad, reason in unusable:
+            _report(f"{bad} is unusable ({reason}); resuming from {path}")
+        return epoch
+    raise ValueError(
+        f"no checkpoint in {checkpoint_dir} can be restored ("
+        + "; ".join(f"{bad}: {reason}" for bad, reason in unusable)
+        + "); use --overwrite to start afresh"
+    )
+
+
+def _steps_per_epoch(dataset):
+    steps = int(dataset.cardinality())
+    return steps if steps >= 0 else None  # unknown or infinite: not checked
+
+
 def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
     """Trains `config.model` with `model.fit` and writes the run to `out_dir`.
 
     Args:
         config: a `TrainConfig`.
         out_dir: output directory (created if needed). If it holds an
-            unfinished run (a `backup/` folder) of the same configuration,
-            training resumes from it.
+            unfinished run (a `config.json` without `metrics.json`) of the
+            same configuration, training resumes from its newest intact
+            checkpoint; if every epoch is checkpointed, the run is finished
+            (evaluated and saved) without training again.
         callbacks: extra Keras callbacks.
         overwrite: start from scratch even if `out_dir` holds a finished
-            run (its results are replaced) or an unfinished one (its backup
-            is discarded); otherwise a finished run is refused and nothing
-            is touched.
+            run or an unfinished one; the earlier run's files are removed
+            once the new run is validated (configuration, data, network),
+            so a bad configuration leaves them as they were. Otherwise a
+            finished run is refused and nothing is touched.
         verbose: `model.fit` verbosity (Keras' progress bar by default).
 
     Returns:
         The metrics dict written to `out_dir/metrics.json`.
 
     Raises:
-        ValueError: for a bad config, or, without `overwrite`, a finished
-            run in `out_dir` or an unfinished one with another configuration.
+        ValueError: for a bad config (including a `conv_config` the network
+            cannot use), or, without `overwrite`, a finished run in
+            `out_dir`, an unfinished one with another configuration, or one
+            none of whose checkpoints can be restored. Nothing in `out_dir`
+            is changed.
         FileNotFoundError: if the dataset is not available locally.
 
     Example:
@@ -263,10 +486,12 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
     """
     config.validate()
     metrics_path = os.path.join(out_dir, "metrics.json")
-    backup_dir = os.path.join(out_dir, "backup")
-    resume = os.path.isdir(backup_dir) and not overwrite
-    if os.path.exists(metrics_path) and not os.path.exists(backup_dir) and not overwrite:
+    history_path = os.path.join(out_dir, "history.csv")
+    checkpoint_dir = os.path.join(out_dir, "checkpoints")
+    state = run_state(out_dir)
+    if state == "finished" and not overwrite:
         raise ValueError(f"{out_dir} already holds a finished run (metrics.json); use another --out or --overwrite")
+    resume = state == "unfinished" and not overwrite
     changed = config_differences(config, out_dir) if resume else []
     if changed:
         raise ValueError(
@@ -281,19 +506,6 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
         seed=config.seed,
         min_size=_MIN_SIZE.get(config.model),
     )
-    if not resume:
-        # A fresh start: no backup to restore, and logs and checkpoints that
-        # start empty (CSVLogger appends, so that resumed runs keep their
-        # earlier epochs). A finished run's metrics.json and model.keras stay
-        # until the new ones replace them, so a failed --overwrite run still
-        # leaves a complete result.
-        for stale in ("backup", "checkpoints", "tensorboard"):
-            shutil.rmtree(os.path.join(out_dir, stale), ignore_errors=True)
-        if os.path.exists(os.path.join(out_dir, "history.csv")):
-            os.remove(os.path.join(out_dir, "history.csv"))
-    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
-    _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))
-
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision:
@@ -302,32 +514,48 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
         train_ds, test_ds = _pipelines(data, config)
         steps = -(-data.train_size // config.batch_size)
         with data_parallel_scope(config.distribute):
+            # Built before anything in out_dir is deleted or written: a
+            # conv_config the network cannot use fails here.
             model = build_model(config, data.input_shape, data.num_classes)
             compile_for_training(model, config, steps)
-            fit_callbacks = [
-                keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=True),
-                keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "epoch_{epoch:03d}.keras")),
-                keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
-                keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")),
-                *callbacks,
-            ]
-            start = time.perf_counter()
-            model.fit(
-                train_ds,
-                epochs=config.epochs,
-                validation_data=test_ds,
-                callbacks=fit_callbacks,
-                shuffle=False,  # the tf.data pipeline shuffles
-                verbose=verbose,
-            )
-            train_seconds = time.perf_counter() - start
+            if resume:
+                start_epoch = _restore_newest_checkpoint(
+                    model, checkpoint_dir, config.epochs, _steps_per_epoch(train_ds)
+                )
+                _history_until(history_path, start_epoch)
+                if os.path.isdir(os.path.join(out_dir, "backup")):
+                    _report(f"ignoring and removing {os.path.join(out_dir, 'backup')} (an earlier version's "
+                            f"BackupAndRestore state); resuming from the checkpoints")
+                    shutil.rmtree(os.path.join(out_dir, "backup"))
+            else:
+                start_epoch = 0
+                _start_afresh(out_dir)
+            os.makedirs(checkpoint_dir, exist_ok=True)
+            for directory in (out_dir, checkpoint_dir):
+                _remove_temporary_files(directory)
+            _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))
+            if start_epoch < config.epochs:
+                model.fit(
+                    train_ds,
+                    epochs=config.epochs,
+                    initial_epoch=start_epoch,
+                    validation_data=test_ds,
+                    callbacks=[
+                        _CommitEpoch(history_path, checkpoint_dir),
+                        keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")),
+                        *callbacks,
+                    ],
+                    shuffle=False,  # the tf.data pipeline shuffles
+                    verbose=verbose,
+                )
             test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
     with atomic_path(os.path.join(out_dir, "model.keras")) as tmp:
         model.save(tmp)
-    plot_curves(os.path.join(out_dir, "history.csv"), os.path.join(out_dir, "curves.png"))
+    plot_curves(history_path, os.path.join(out_dir, "curves.png"))
+    _, rows = _read_history(history_path)
     cost = profile(model)
     standard = profile(build_model(dataclasses.replace(config, conv="standard", conv_config=None), data.input_shape, data.num_classes))
     metrics = {
@@ -345,7 +573,8 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
         "standard_macs": standard.total_macs,
         "standard_params": standard.total_params,
         "epochs": config.epochs,
-        "train_seconds": round(train_seconds, 1),
+        # Every session's epochs, as history.csv records them.
+        "train_seconds": round(sum(float(r.get("seconds") or 0) for r in rows), 1),
         "backend": keras.backend.backend(),
         "mixed_precision": config.mixed_precision,
         "distributed": config.distribute,

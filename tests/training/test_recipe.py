@@ -8,10 +8,23 @@ import pytest
 
 import keras
 
+from keras_effconv import applications
 from keras_effconv.training import TrainConfig
 from keras_effconv.training import train
 
-TINY = dict(model="eff_resnet20", conv="hetconv", subset=128, batch_size=64, max_test_images=64, augment=True)
+from recipe_helpers import TINY
+from recipe_helpers import TINY_MODEL
+from recipe_helpers import assert_consistent
+from recipe_helpers import checkpoint_epochs
+from recipe_helpers import tiny_net
+
+# The one test on a real network (with augmentation); the others use the tiny one.
+RESNET = dict(model="eff_resnet20", conv="hetconv", subset=128, batch_size=64, max_test_images=64, augment=True)
+
+
+@pytest.fixture(autouse=True)
+def tiny_model(monkeypatch):
+    monkeypatch.setitem(applications.MODELS, TINY_MODEL, tiny_net)
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -22,6 +35,10 @@ class Interrupt(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.at_epoch:
             raise RuntimeError("simulated interruption")
+
+
+def stamps(directory):
+    return {name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in os.listdir(directory)}
 
 
 def state(model):
@@ -53,7 +70,7 @@ def test_interrupted_run_resumes_from_last_completed_epoch(tmp_path):
     before = RecordEpochEnds()
     with pytest.raises(RuntimeError, match="simulated interruption"):
         train(config, out, callbacks=[before, Interrupt(at_epoch=2)], verbose=0)
-    assert os.path.isdir(os.path.join(out, "backup")) and not os.path.exists(os.path.join(out, "metrics.json"))
+    assert checkpoint_epochs(out) == [1, 2] and not os.path.exists(os.path.join(out, "metrics.json"))
 
     after = RecordFirstEpochBegin()
     metrics = train(config, out, callbacks=[after], verbose=0)
@@ -68,19 +85,20 @@ def test_interrupted_run_resumes_from_last_completed_epoch(tmp_path):
 
     with open(os.path.join(out, "history.csv")) as f:
         assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0", "1", "2"]
-    assert metrics["epochs"] == 3 and not os.path.exists(os.path.join(out, "backup"))
+    assert metrics["epochs"] == 3
+    assert_consistent(out, config)
 
 
 def test_unfinished_run_of_another_config_is_not_resumed(tmp_path):
     out = str(tmp_path / "run")
     with pytest.raises(RuntimeError, match="simulated interruption"):
         train(TrainConfig(epochs=3, **TINY), out, callbacks=[Interrupt(at_epoch=2)], verbose=0)
-    backup = sorted(os.listdir(os.path.join(out, "backup")))
+    checkpoints = stamps(os.path.join(out, "checkpoints"))
     with pytest.raises(ValueError, match="another configuration.*epochs"):
         train(TrainConfig(epochs=2, **TINY), out, verbose=0)
-    assert sorted(os.listdir(os.path.join(out, "backup"))) == backup  # untouched
+    assert stamps(os.path.join(out, "checkpoints")) == checkpoints  # untouched
 
-    # --overwrite starts afresh: the old backup is not restored, the log restarts.
+    # --overwrite starts afresh: the old checkpoints are not restored, the log restarts.
     first = RecordFirstEpochBegin()
     metrics = train(TrainConfig(epochs=1, **TINY), out, callbacks=[first], overwrite=True, verbose=0)
     assert first.first[0] == 0 and metrics["epochs"] == 1
@@ -91,7 +109,7 @@ def test_unfinished_run_of_another_config_is_not_resumed(tmp_path):
 
 def test_run_writes_metrics_model_curves_and_logs(tmp_path):
     out = str(tmp_path / "run")
-    metrics = train(TrainConfig(epochs=1, **TINY), out, verbose=0)
+    metrics = train(TrainConfig(epochs=1, **RESNET), out, verbose=0)
     for name in ("metrics.json", "model.keras", "curves.png", "history.csv", "config.json"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     assert os.listdir(os.path.join(out, "checkpoints")) == ["epoch_001.keras"]
@@ -108,7 +126,7 @@ def test_run_writes_metrics_model_curves_and_logs(tmp_path):
 
     stamp = os.path.getmtime(os.path.join(out, "metrics.json"))
     with pytest.raises(ValueError, match="finished run"):
-        train(TrainConfig(epochs=1, **TINY), out, verbose=0)
+        train(TrainConfig(epochs=1, **RESNET), out, verbose=0)
     assert os.path.getmtime(os.path.join(out, "metrics.json")) == stamp
 
 
