@@ -11,27 +11,92 @@ import keras
 from keras_effconv import datasets
 
 
-def write_fake_cifar(directory, per_batch=4):
-    """CIFAR-10's python format: pickled dicts with b"data" (N, 3072) CHW rows."""
+def write_fake_cifar(directory, per_batch=4, protocol=pickle.DEFAULT_PROTOCOL, binary=False):
+    """CIFAR-10's python format (pickled dicts with b"data" (N, 3072) CHW rows) or binary format (label + CHW bytes)."""
     rng = np.random.default_rng(0)
     os.makedirs(directory)
     batches = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         images = rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8)
-        labels = list(rng.integers(0, 10, per_batch))
-        with open(os.path.join(directory, name), "wb") as f:
-            pickle.dump({b"data": images.transpose(0, 3, 1, 2).reshape(per_batch, -1), b"labels": labels}, f)
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        rows = images.transpose(0, 3, 1, 2).reshape(per_batch, -1)
+        if binary:
+            records = np.concatenate([np.array(labels, np.uint8)[:, None], rows], axis=1)
+            records.tofile(os.path.join(directory, f"{name}.bin"))
+        else:
+            with open(os.path.join(directory, name), "wb") as f:
+                pickle.dump({b"batch_label": b"fake", b"labels": labels, b"data": rows}, f, protocol=protocol)
         batches[name] = (images, labels)
     return batches
 
 
-def test_cifar10_reads_a_local_copy(tmp_path):
-    batches = write_fake_cifar(str(tmp_path / "cifar-10-batches-py"))
+class Exploit:
+    """Unpickling this runs a shell command: what a crafted `data_batch_1` does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("layout", ["python-protocol-2", "python-protocol-5", "binary"])
+def test_cifar10_reads_a_local_copy(tmp_path, layout):
+    if layout == "binary":
+        batches = write_fake_cifar(str(tmp_path / "cifar-10-batches-bin"), binary=True)
+    else:
+        batches = write_fake_cifar(str(tmp_path / "cifar-10-batches-py"), protocol=int(layout[-1]))
     (x_train, y_train), (x_test, y_test) = datasets.cifar10(path=str(tmp_path))
     assert x_train.shape == (20, 32, 32, 3) and y_train.shape == (20, 1) and x_test.dtype == np.uint8
     np.testing.assert_array_equal(x_train[:4], batches["data_batch_1"][0])
+    np.testing.assert_array_equal(x_train[16:], batches["data_batch_5"][0])
     np.testing.assert_array_equal(x_test, batches["test_batch"][0])
     assert y_test.reshape(-1).tolist() == batches["test_batch"][1]
+    assert y_train.reshape(-1).tolist() == sum((batches[f"data_batch_{i}"][1] for i in range(1, 6)), [])
+
+
+def test_malicious_cifar10_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    from keras_effconv import cli
+
+    directory = tmp_path / "cifar-10-batches-py"
+    write_fake_cifar(str(directory))
+    marker = tmp_path / "marker"
+    with open(directory / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Exploit(marker), b"labels": []}, f)
+    with pytest.raises(pickle.UnpicklingError, match=r"data_batch_1.*refused.*'posix\.system'"):
+        datasets.cifar10(path=str(tmp_path))
+    assert not marker.exists()
+
+    # The issue's reproduction: found automatically through $KERAS_EFFCONV_CIFAR10 by the command line.
+    monkeypatch.setenv("KERAS_EFFCONV_CIFAR10", str(tmp_path))
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--dataset", "cifar10", "--epochs", "1", "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "data_batch_1" in err and "posix.system" in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists() and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x80\x02}q\x00(", "not a CIFAR-10 batch"),  # truncated pickle
+        (pickle.dumps({b"data": np.zeros((2, 10), np.uint8), b"labels": [0, 1]}), "shape"),
+        (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}), "labels"),
+    ],
+)
+def test_a_damaged_cifar10_batch_is_named(tmp_path, content, message):
+    directory = tmp_path / "cifar-10-batches-py"
+    write_fake_cifar(str(directory))
+    (directory / "test_batch").write_bytes(content)
+    with pytest.raises(ValueError, match=f"test_batch.*{message}"):
+        datasets.cifar10(path=str(tmp_path))
+    binary = tmp_path / "bin" / "cifar-10-batches-bin"
+    write_fake_cifar(str(binary), binary=True)
+    (binary / "test_batch.bin").write_bytes(b"\x00" * 3000)
+    with pytest.raises(ValueError, match="test_batch.bin.*3073"):
+        datasets.cifar10(path=str(tmp_path / "bin"))
 
 
 def test_cifar10_without_local_copy_never_downloads(tmp_path, monkeypatch):
