@@ -1,9 +1,30 @@
-"""Files the package reads and writes: `.keras` models in, results written atomically."""
+"""Files the package reads and writes: `.keras` models in, results written atomically.
+
+Temporary files never outlive a run: `atomic_path` and `temporary_directory`
+remove their own on success, on an exception and (inside `interruptible`) on
+SIGTERM/SIGINT, and remove those that a killed run (SIGKILL, power loss) left
+behind the next time they are used: every temporary name carries the pid of
+its process, and one whose process is gone is stale.
+"""
 
 import contextlib
 import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
 import uuid
 import zipfile
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the pid alone marks staleness.
+    fcntl = None
+
+# effconv-<kind>-<pid>-<random>, in the system temporary directory.
+_TEMP_DIRECTORY = re.compile(r"^effconv-[a-z0-9]+-(\d+)-")
+_LOCK_NAME = ".lock"
 
 
 def load_keras_model(path, argument="model", safe_mode=True):
@@ -50,34 +71,216 @@ def load_keras_model(path, argument="model", safe_mode=True):
     return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
 
 
-def existing_directory(path):
-    """The directory `path` would be written to; OSError if it does not exist."""
+def existing_directory(path, argument="path"):
+    """The directory `path` would be written to; OSError (naming `argument`) if it does not exist."""
     directory = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(directory):
-        raise OSError(f"directory of `path` does not exist: {directory}")
+        raise OSError(f"directory of `{argument}` does not exist: {directory}")
     return directory
+
+
+def check_output_path(path, extension, argument="path"):
+    """Checks, before any work starts, that a result can be written to `path`.
+
+    Args:
+        path: the file to be written (str or path-like).
+        extension: the required extension, e.g. `".tflite"`.
+        argument: the argument or option the path came from, for messages.
+
+    Returns:
+        `path` as a string.
+
+    Raises:
+        ValueError: if `path` does not end in `extension` or is an existing
+            directory.
+        OSError: if its directory does not exist or is not writable.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"Invalid value for argument `{argument}`: {path} is a directory, not a {extension} file.")
+    if not path.endswith(extension):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`: expected a {extension} file. Received: {argument}={path!r}"
+        )
+    directory = existing_directory(path, argument)
+    # os.access answers for the real uid, as the later write will run.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OSError(f"directory of `{argument}` is not writable: {directory}")
+    return path
+
+
+def pid_alive(pid):
+    """Whether a process with this id exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def _remove_stale_temporaries(directory, name):
+    """Removes `atomic_path` temporaries of `name` left by processes that are gone."""
+    pattern = re.compile(r"^\." + re.escape(name) + r"\.(\d+)-[0-9a-f]{8}\.tmp")
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.match(entry)
+        if match and int(match.group(1)) != os.getpid() and not pid_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(directory, entry))
 
 
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path next to `path`, moved onto `path` only on success.
 
-    The temporary name keeps `path`'s extension (Keras' `model.save` and
-    matplotlib's `savefig` go by it). If the block raises, the temporary file
-    is removed and an existing file at `path` is left as it was.
+    The temporary name, `.NAME.<pid>-<random>.tmp.EXT`, keeps `path`'s
+    extension (Keras' `model.save` and matplotlib's `savefig` go by it). If
+    the block raises, the temporary file is removed and an existing file at
+    `path` is left as it was. Temporaries of the same `path` left by killed
+    processes are removed first.
 
     Raises:
         OSError: if the directory of `path` does not exist.
     """
     path = os.fspath(path)
     name = os.path.basename(path)
+    directory = existing_directory(path)
+    _remove_stale_temporaries(directory, name)
     # Not mkstemp: its 0600 file would become the result's permissions.
-    tmp = os.path.join(
-        existing_directory(path), f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{os.path.splitext(name)[1]}"
-    )
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{os.path.splitext(name)[1]}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _stale(path, pid):
+    if pid == os.getpid() or pid_alive(pid):
+        return False
+    # The pid may belong to another pid namespace sharing this temporary
+    # directory (containers): a live owner still holds the directory's lock.
+    if fcntl is None:
+        return True
+    try:
+        fd = os.open(os.path.join(path, _LOCK_NAME), os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporary_directories(root=None):
+    """Removes `effconv-*` directories that killed processes left in `root`.
+
+    Args:
+        root: the directory to clean (default: the system temporary
+            directory, `tempfile.gettempdir()`).
+
+    Returns:
+        The removed paths.
+    """
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_DIRECTORY.match(entry)
+        path = os.path.join(root, entry)
+        if match and os.path.isdir(path) and not os.path.islink(path) and _stale(path, int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def temporary_directory(kind):
+    """Yields a new `effconv-<kind>-<pid>-*` directory; removed afterwards, whatever happened.
+
+    Stale directories of killed runs are removed first. The directory holds a
+    lock while in use, so a process in another pid namespace never takes it
+    for stale.
+
+    Args:
+        kind: a lower-case word naming the user (`"export"`, `"worker"`).
+
+    Yields:
+        The directory's absolute path.
+    """
+    remove_stale_temporary_directories()
+    path = tempfile.mkdtemp(prefix=f"effconv-{kind}-{os.getpid()}-")
+    lock = None
+    try:
+        if fcntl is not None:
+            lock = os.open(os.path.join(path, _LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield path
+    finally:
+        if lock is not None:
+            os.close(lock)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class _Interrupted(BaseException):
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Makes SIGTERM and SIGINT end the block through its `finally` clauses.
+
+    By default SIGTERM ends a Python process at once, leaving its temporary
+    files behind. Inside this block it raises an exception instead, so every
+    `atomic_path`, `temporary_directory` and `subprocess.run` (which kills its
+    child) cleans up; further signals are ignored during that cleanup. Then
+    the previous handlers are restored and the signal is delivered again, so
+    the process ends as it would have without the block (SIGTERM: killed by
+    SIGTERM; SIGINT: `KeyboardInterrupt`).
+
+    Only default handlers are replaced: a handler the application installed
+    stays in charge. Outside the main thread (where Python cannot install
+    handlers) the block runs unchanged.
+    """
+    replaced = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def handler(signum, frame):
+            for number in replaced:
+                signal.signal(number, signal.SIG_IGN)
+            raise _Interrupted(signum)
+
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(number)
+            if previous in (signal.SIG_DFL, signal.default_int_handler):
+                replaced[number] = previous
+                signal.signal(number, handler)
+    received = None
+    try:
+        yield
+    except _Interrupted as interrupted:
+        received = interrupted.signum
+    finally:
+        for number, previous in replaced.items():
+            signal.signal(number, previous)
+    if received is not None:
+        if replaced[received] is signal.default_int_handler:
+            raise KeyboardInterrupt from None
+        signal.raise_signal(received)
+        raise SystemExit(128 + received) from None  # only if the signal did not end the process

@@ -11,19 +11,24 @@ The parent calls `run_worker(...)`; the worker's `__main__` calls
 temporary directory: neither the user's working directory (where a `csv.py` or
 `json.py` would shadow the standard library) nor the user site-packages nor
 `PYTHONPATH` is on its `sys.path`, so it imports only what is installed.
+That directory (`effconv-worker-<pid>-*`) is also the worker's `TMPDIR`, so
+everything the worker writes goes where the parent removes it; and on Linux
+the worker dies with its parent (`PR_SET_PDEATHSIG`), so a killed export
+leaves no converter running on to write its file later.
 
-This module imports only the standard library: `_gpu_worker.py` loads it by
-path, because importing the package would load TensorFlow.
+`worker_main` (the worker side) imports only the standard library:
+`_gpu_worker.py` loads this module by path, because importing the package
+would load TensorFlow. `run_worker` (the parent side) uses the package's
+`_files`.
 """
 
+import ctypes
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import traceback
 
 # TensorFlow/absl start-up chatter that is never the reason a worker failed.
@@ -82,9 +87,11 @@ def run_worker(args, description, module=None, script=None, timeout=None, keras_
 
     The worker is started as `[sys.executable, "-I", "-m", module, ARGS.json]`
     (or `[sys.executable, "-I", script, ARGS.json]`) with a fresh temporary
-    directory as its working directory; `args` gets a `"result_path"` entry
-    there, where the worker (`worker_main`) writes its JSON result. The
-    directory is removed afterwards, whatever happened. File paths inside
+    directory as its working directory and `TMPDIR`; `args` gets a
+    `"result_path"` entry there, where the worker (`worker_main`) writes its
+    JSON result, and the parent's pid (`"parent_pid"`), with which the worker
+    dies. The directory is removed afterwards, whatever happened (stale ones
+    of killed parents on the next call). File paths inside
     `args` must be absolute: the worker does not run in the caller's
     working directory.
 
@@ -117,9 +124,11 @@ def run_worker(args, description, module=None, script=None, timeout=None, keras_
         child_env["KERAS_BACKEND"] = keras_backend
     child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     child_env.update(env or {})
-    work = tempfile.mkdtemp(prefix="effconv-worker-")
-    try:
-        args = dict(args, result_path=os.path.join(work, "result.json"))
+    from keras_effconv._files import temporary_directory
+
+    with temporary_directory("worker") as work:
+        child_env["TMPDIR"] = work
+        args = dict(args, result_path=os.path.join(work, "result.json"), parent_pid=os.getpid())
         args_path = os.path.join(work, "args.json")
         with open(args_path, "w") as f:
             json.dump(args, f)
@@ -158,8 +167,20 @@ def run_worker(args, description, module=None, script=None, timeout=None, keras_
         raise WorkerError(
             f"{description} failed: {detail}", detail, kind, returncode=proc.returncode, stdout=proc.stdout or ""
         )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def _die_with_parent(parent_pid):
+    """Has the kernel kill this worker when its parent dies (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def worker_main(function, argv=None):
@@ -178,6 +199,8 @@ def worker_main(function, argv=None):
     argv = sys.argv[1:] if argv is None else argv
     with open(argv[0]) as f:
         args = json.load(f)
+    if args.get("parent_pid"):
+        _die_with_parent(int(args["parent_pid"]))
     try:
         result, status = function(args), 0
     except Exception as error:

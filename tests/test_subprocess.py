@@ -1,8 +1,9 @@
-"""run_worker / worker_main: isolated worker processes and their errors, in one line."""
+"""run_worker / worker_main: isolated worker processes, their errors in one line, their files never left behind."""
 
 import json
 import os
 import textwrap
+import time
 
 import pytest
 
@@ -125,3 +126,69 @@ def test_module_worker_does_not_import_from_the_working_directory(tmp_path, monk
     with pytest.raises(WorkerError, match="without a result"):
         run_worker({}, "test run", module="json.tool")
     assert not marker.exists()
+
+
+def test_worker_temp_files_go_to_its_directory(tmp_path):
+    script = _script(tmp_path, """
+        import tempfile
+        def run(args):
+            handle, name = tempfile.mkstemp()
+            return {"tmp": name, "cwd": os.getcwd(), "parent": args["parent_pid"]}
+        sys.exit(helper.worker_main(run))
+    """)
+    result = run_worker({}, "test run", script=script)
+    assert os.path.dirname(result["tmp"]) == result["cwd"] and result["parent"] == os.getpid()
+    assert os.path.basename(result["cwd"]).startswith(f"effconv-worker-{os.getpid()}-")
+    assert not os.path.exists(result["tmp"])
+
+
+_PARENT = """
+import sys
+from keras_effconv._subprocess import run_worker
+run_worker({{}}, "test run", script={script!r})
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_worker_dies_with_its_killed_parent_and_its_directory_is_removed_next_time(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from keras_effconv._files import remove_stale_temporary_directories
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    pid_file = tmp_path / "worker.pid"
+    script = _script(tmp_path, f"""
+        def run(args):
+            open({str(pid_file)!r}, "w").write(str(os.getpid()))
+            time.sleep(120)
+        sys.exit(helper.worker_main(run))
+    """)
+    (tmp_path / "parent.py").write_text(_PARENT.format(script=script))
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], env=dict(os.environ, TMPDIR=str(private)))
+    deadline = time.time() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.time() < deadline and parent.poll() is None, "the worker did not start"
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{worker}") and "Z" not in _state(worker):
+        assert time.time() < deadline, "the worker outlived its killed parent"
+        time.sleep(0.1)
+    leftovers = os.listdir(private)
+    assert len(leftovers) == 1 and leftovers[0].startswith(f"effconv-worker-{parent.pid}-")
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    remove_stale_temporary_directories()
+    assert os.listdir(private) == []
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -61,3 +61,39 @@ def test_export_int8_with_fashion_mnist_calibration(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert out.exists()
     assert "Flex ops: 0" in printed and "quantization=int8" in printed and "CONV_2D" in printed
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("{tmp}", "is a directory, not a .tflite file"),
+        ("{tmp}/missing/m.tflite", "directory of `--out` does not exist"),
+        ("{tmp}/m.onnx", "argument `--out`: expected a .tflite file"),
+    ],
+)
+def test_bad_out_is_one_line_before_the_model_is_loaded(out, message, tmp_path, capsys):
+    from keras_effconv.cli import main
+
+    # The model does not exist either: --out is reported first, so it was
+    # checked before anything was loaded or converted.
+    with pytest.raises(SystemExit) as info:
+        main(["export", str(tmp_path / "missing.keras"), "--out", out.format(tmp=tmp_path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.startswith("keras-effconv: error: ") and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="one conversion, on the TF test run")
+def test_int8_gpu_export_checks_top1_on_test_images(tmp_path, capsys):
+    from helpers import REQUIRE_GPU_RUN
+
+    path = _tiny(tmp_path)
+    out = tmp_path / "m.tflite"
+    args = _parser().parse_args(["export", str(path), "--out", str(out), "--quantize", "int8",
+                                 "--calibration", "fashion_mnist"])
+    args.handler(args)
+    printed = capsys.readouterr().out
+    print(printed)
+    assert out.exists() and "target=gpu" in printed
+    if "GPU-only fp32 run: skipped" not in printed or REQUIRE_GPU_RUN:
+        assert "top-1 agreement with the CPU interpreter" in printed and "on 200 inputs" in printed

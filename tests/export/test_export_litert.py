@@ -165,3 +165,106 @@ def test_export_does_not_import_modules_from_the_working_directory(tmp_path, mon
     report = export_litert(model, "m.tflite", target="cpu")  # a relative path: the worker runs elsewhere
     assert report.flex_ops == [] and (tmp_path / "m.tflite").exists()
     assert not marker.exists(), f"imported from the working directory: {marker.read_text()}"
+
+
+def _with_nan_weight(model):
+    kernel = next(v for v in model.weights if v.path.endswith("kernel"))
+    values = keras.ops.convert_to_numpy(kernel).copy()
+    values.flat[0] = np.nan
+    kernel.assign(values)
+    return kernel.path
+
+
+def test_nan_weight_fails_before_conversion_and_keeps_target(tmp_path, monkeypatch):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"previous good model")
+    model = _tiny()
+    name = _with_nan_weight(model)
+    monkeypatch.setattr(litert, "_run_converter", lambda *a, **k: pytest.fail("converted a model with NaN weights"))
+    with pytest.raises(ExportError, match=rf"NaN/inf weights: '{name}' \(1 of 144 values\)"):
+        export_litert(model, path)
+    assert path.read_bytes() == b"previous good model" and os.listdir(tmp_path) == ["m.tflite"]
+
+
+@TF_ONLY
+@pytest.mark.parametrize(
+    "target, side",
+    [("cpu", "litert"), ("gpu", "litert"), ("cpu", "keras")],
+)
+def test_nan_in_outputs_fails_verification(target, side, tmp_path, monkeypatch):
+    # Before the fix, max(diff, nan) kept the old value: "max |LiteRT - Keras| = 0.00e+00".
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"previous good model")
+    model = randomize_statistics(_tiny())
+    if side == "litert":
+        real = litert._interpreter_outputs
+
+        def one_nan(tflite_path, batches):
+            outputs = real(tflite_path, batches)
+            outputs[2][0].flat[1] = np.nan
+            return outputs
+
+        monkeypatch.setattr(litert, "_interpreter_outputs", one_nan)
+        expected = r"^the LiteRT interpreter's outputs are not finite: output 0 has 1 NaN/inf of 12 values"
+    else:
+        # Finite weights that still give NaN (here: the weight check skipped).
+        monkeypatch.setattr(litert, "_check_finite_weights", lambda model: None)
+        _with_nan_weight(model)
+        expected = r"^the Keras model's outputs are not finite .*: output 0 has 12 NaN/inf of 12 values"
+    with pytest.raises(ExportError, match=expected):
+        export_litert(model, path, target=target)
+    assert path.read_bytes() == b"previous good model" and os.listdir(tmp_path) == ["m.tflite"]
+
+
+def test_output_path_is_checked_before_anything_else(tmp_path, monkeypatch):
+    # A missing model file shows that nothing was loaded, let alone converted.
+    monkeypatch.setattr(litert, "_run_converter", lambda *a, **k: pytest.fail("conversion started"))
+    (tmp_path / "dir.tflite").mkdir()
+    with pytest.raises(ValueError, match="dir.tflite is a directory"):
+        export_litert(tmp_path / "missing.keras", tmp_path / "dir.tflite")
+    with pytest.raises(OSError, match="directory of `path` does not exist"):
+        export_litert(tmp_path / "missing.keras", tmp_path / "no" / "m.tflite")
+    with pytest.raises(ValueError, match=r"expected a \.tflite file"):
+        export_litert(tmp_path / "missing.keras", tmp_path / "m.tfl")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(OSError, match="not writable"):
+        export_litert(tmp_path / "missing.keras", tmp_path / "m.tflite")
+    assert os.listdir(tmp_path) == ["dir.tflite"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the converter through /proc")
+def test_killed_converter_is_reported_by_signal(tmp_path):
+    import signal
+    import threading
+    import time
+
+    def children():
+        found = []
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as f:
+                found += [int(p) for p in f.read().split()]
+        return found
+
+    def kill_converter(stop):
+        while not stop.is_set():
+            for pid in children():
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if b"keras_effconv.export._convert" in f.read():
+                            time.sleep(1.0)  # let TensorFlow write its start-up log lines first
+                            os.kill(pid, signal.SIGKILL)
+                            return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
+    stop = threading.Event()
+    killer = threading.Thread(target=kill_converter, args=(stop,), daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(ExportError, match=r"^LiteRT conversion failed: killed by signal SIGKILL$"):
+            export_litert(_tiny(), tmp_path / "m.tflite", target="cpu")
+    finally:
+        stop.set()
+        killer.join()
+    assert os.listdir(tmp_path) == []

@@ -1,5 +1,7 @@
 """check_gpu: static rules from the flatbuffer, and the GPU-only run."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,86 @@ def test_a_killed_gpu_worker_is_reported_by_signal(started, status, tmp_path, mo
     report = check_gpu(path)
     assert report.run_status == status and "killed by signal SIGKILL" in report.run_reason
     assert ("while starting" in report.run_reason) != started
+
+
+def test_compare_outputs_nan_inf_and_metrics():
+    from keras_effconv.export._gpu_worker import compare_outputs
+
+    cpu = [{"output_0": np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], "float32")}] * 2
+    close = [{"output_0": cpu[0]["output_0"] + 1e-5}] * 2
+    assert compare_outputs(close, cpu, tolerance=1e-3)["status"] == "passed"
+    # max(x, nan) == x: a NaN must fail by itself, named with side and count.
+    nan = [{"output_0": cpu[0]["output_0"].copy()}, cpu[1]]
+    nan[0]["output_0"][0, 0] = np.nan
+    for gpu_runs, cpu_runs, side in [(nan, cpu, "GPU"), (cpu, nan, "CPU interpreter")]:
+        result = compare_outputs(gpu_runs, cpu_runs, tolerance=1e-3)
+        assert result["status"] == "failed"
+        assert result["reason"] == f"non-finite outputs: {side} output 'output_0' has 1 NaN/inf of 12 values"
+        assert compare_outputs(gpu_runs, cpu_runs, metric="top1")["status"] == "failed"
+    inf = [{"output_0": np.full((2, 3), np.inf, "float32")}] * 2
+    assert "GPU output 'output_0' has 12 NaN/inf of 12" in compare_outputs(inf, cpu)["reason"]
+    # Quantized models: the top-1 class decides, not a float tolerance.
+    rounded = [{"output_0": cpu[0]["output_0"] + np.float32(0.02)}] * 2
+    result = compare_outputs(rounded, cpu, metric="top1", tolerance=1e-3, min_agreement=0.99)
+    assert result["status"] == "passed" and result["agreement"] == 1.0 and result["rows"] == 4
+    swapped = [{"output_0": cpu[0]["output_0"][:, ::-1].copy()}, cpu[1]]
+    result = compare_outputs(swapped, cpu, metric="top1", min_agreement=0.99)
+    assert result["status"] == "failed" and result["agreement"] == 0.75  # one of the 4 rows changed class
+    assert result["reason"].startswith("top-1 agreement with the CPU interpreter 75.0% < 99% of 4")
+    # No output to take an arg-max of: the tolerance applies.
+    scalar = [{"output_0": np.array([[1.0]], "float32")}]
+    result = compare_outputs([{"output_0": np.array([[1.04]], "float32")}], scalar, metric="top1", tolerance=0.05)
+    assert result["status"] == "passed" and result["metric"] == "max_abs" and result["agreement"] is None
+
+
+def test_several_batches_of_inputs(tmp_path):
+    from keras_effconv.export import _gpu_worker
+
+    path = tmp_path / "canary.tflite"
+    path.write_bytes(_gpu_worker._CANARY)
+    report = check_gpu(path, inputs=[np.ones((3, 4, 4, 4), "float32")])
+    if report.run_status == "skipped":
+        assert report.run_reason and not REQUIRE_GPU_RUN, report.run_reason
+    else:
+        assert report.run_status == "passed" and report.samples == 3 and report.metric == "max_abs"
+    with pytest.raises(ValueError, match="multiple of its batch size"):
+        check_gpu(path, inputs=[np.ones((0, 4, 4, 4), "float32")])
+    with pytest.raises(ValueError, match="`metric`"):
+        check_gpu(path, metric="rmse")
+
+
+def _int8_model(kernel):
+    inputs = keras.Input((16, 16, 8))
+    x = keras.layers.Conv2D(16, kernel, strides=2, padding="same", name="reduce")(inputs)
+    x = keras.layers.ReLU()(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="two conversions, on the TF test run")
+def test_int8_gpu_export_fails_naming_the_op_the_gpu_computes_wrongly(tmp_path):
+    from keras_effconv.export import ExportError
+
+    data = np.random.default_rng(0).uniform(0, 1, (200, 16, 16, 8)).astype("float32")
+    # LiteRT's GPU accelerator computes an int8 1x1 CONV_2D with stride 2 as
+    # if its stride were 1 (DESIGN.md §5): the export must fail, naming it.
+    path = tmp_path / "m.tflite"
+    try:
+        report = export_litert(_int8_model(1), path, quantization="int8", representative_data=data)
+    except ExportError as error:
+        message = str(error)
+        print("\n" + message)
+        assert message.startswith("GPU check failed: top-1 agreement with the CPU interpreter")
+        assert "op #1 CONV_2D 1x1 stride 2 (int8, (1, 16, 16, 8) -> (1, 8, 8, 16)) " in message
+        assert "quantization steps" in message
+        assert os.listdir(tmp_path) == []
+    else:
+        assert report.gpu_check.run_status == "skipped" and not REQUIRE_GPU_RUN, report.gpu_check.summary()
+    # A 3x3 stride-2 convolution is right on the GPU: top-1 agreement passes
+    # where a 1e-3 tolerance would refuse the rounding steps of int8.
+    report = export_litert(_int8_model(3), path, quantization="int8", representative_data=data)
+    check = report.gpu_check
+    print(check.summary())
+    assert check.metric == "top1" and path.exists()
+    if check.run_status != "skipped" or REQUIRE_GPU_RUN:
+        assert check.run_status == "passed" and check.agreement >= 0.99 and check.samples == 200
+        assert "top-1 agreement" in check.summary()
