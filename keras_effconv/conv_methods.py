@@ -33,6 +33,7 @@ from typing import Optional
 
 import keras
 
+from keras_effconv import _validation
 from keras_effconv import layers as effconv_layers
 
 # Conv2D arguments every replacement receives from the Conv2D it replaces.
@@ -188,20 +189,13 @@ def register_conv_method(
     >>> unregister_conv_method("doubled")
     """
     if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-        raise ValueError(
-            "Invalid value for argument `name`: expected a lower-case identifier like 'hetconv'. "
-            f"Received: name={name!r}"
-        )
+        raise _validation.invalid_value("name", "expected a lower-case identifier like 'hetconv'", name)
     if name in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"Invalid value for argument `name`: conv method '{name}' is already registered; "
-            "pass overwrite=True to replace it."
+        raise _validation.invalid_value(
+            "name", "expected a name not registered yet, or pass overwrite=True to replace it", name
         )
     if layer is not None and not (isinstance(layer, type) and issubclass(layer, keras.layers.Layer)):
-        raise ValueError(
-            "Invalid value for argument `layer`: expected a keras.layers.Layer subclass or None. "
-            f"Received: layer={layer!r}"
-        )
+        raise _validation.invalid_value("layer", "expected a keras.layers.Layer subclass or None", layer)
     default_config = dict(default_config or {})
     method = ConvMethod(
         name=name,
@@ -213,8 +207,8 @@ def register_conv_method(
     )
     unknown = sorted(set(default_config) - method.config_arguments())
     if unknown and make_layer is None:
-        raise ValueError(
-            f"Invalid value for argument `default_config`: {layer.__name__} has no argument(s) {unknown}."
+        raise _validation.invalid_value(
+            "default_config", f"{layer.__name__} has no argument(s) {unknown}", default_config
         )
     _REGISTRY[name] = method
     return method
@@ -245,11 +239,7 @@ def get_conv_method(name):
     Raises:
         ValueError: naming the registered methods when `name` is not one.
     """
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(
-            f"Invalid value for argument `conv`: expected one of {conv_method_names()}. Received: conv={name!r}"
-        )
-    return _REGISTRY[name]
+    return _REGISTRY[_validation.check_choice(name, "conv", conv_method_names())]
 
 
 def conv_methods():

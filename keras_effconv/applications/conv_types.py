@@ -22,6 +22,7 @@ convolutions standard and replaces the spatial ones):
 defaults) and may also hold `min_input_channels`.
 """
 
+from keras_effconv import _validation
 from keras_effconv.conv_methods import get_conv_method
 
 DEFAULT_MIN_INPUT_CHANNELS = 16
@@ -47,24 +48,20 @@ def resolve_conv_config(conv, conv_config):
     if conv_config is None:
         conv_config = {}
     if not isinstance(conv_config, dict):
-        raise ValueError(
-            "Invalid value for argument `conv_config`: expected a dict of "
-            f"arguments for conv='{conv}' or None. Received: "
-            f"conv_config={conv_config!r}"
+        raise _validation.invalid_value(
+            "conv_config", f"expected a dict of arguments for conv='{conv}' or None", conv_config
         )
     config = dict(conv_config)
-    min_input_channels = config.pop("min_input_channels", DEFAULT_MIN_INPUT_CHANNELS)
-    if isinstance(min_input_channels, bool) or not isinstance(min_input_channels, int) or min_input_channels < 1:
-        raise ValueError(
-            "Invalid value for `conv_config['min_input_channels']`: expected a "
-            f"positive integer. Received: {min_input_channels!r}"
-        )
+    min_input_channels = _validation.check_positive_int(
+        config.pop("min_input_channels", DEFAULT_MIN_INPUT_CHANNELS), "conv_config['min_input_channels']"
+    )
     allowed = method.config_arguments()
     unknown = sorted(set(config) - allowed)
     if unknown:
-        raise ValueError(
-            f"Invalid `conv_config` for conv='{conv}': unknown argument(s) "
-            f"{unknown}. Allowed: {sorted(allowed | {'min_input_channels'})}."
+        raise _validation.invalid_value(
+            "conv_config",
+            f"unknown argument(s) {unknown} for conv='{conv}'; allowed: {sorted(allowed | {'min_input_channels'})}",
+            conv_config,
         )
     merged = dict(method.default_config)
     merged.update(config)

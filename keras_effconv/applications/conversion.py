@@ -4,6 +4,7 @@ import dataclasses
 
 import keras
 
+from keras_effconv import _validation
 from keras_effconv._model_graph import all_layers
 from keras_effconv._model_graph import functional_graph
 from keras_effconv.applications.conv_types import ConvReplacer
@@ -94,21 +95,23 @@ def convert(model, conv="hetconv", conv_config=None, layers=None):
     >>> len(report.replaced), new.get_layer("conv2_block1_2_conv").__class__.__name__
     (16, 'HetConv2D')
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model. Received: model={model!r} of type {type(model).__name__}")
+    _validation.check_type(model, "model", keras.Model, "a keras.Model")
     functional_graph(model, "`convert`")
     if not model.built:
-        raise ValueError(f"`model` '{model.name}' is not built: call it on an input or build it first.")
+        raise _validation.invalid_value(
+            "model", "expected a built model: call it on an input or build it first", received=f"the unbuilt model '{model.name}'"
+        )
     if layers is not None:
         if isinstance(layers, str):
             layers = [layers]
         by_name = {layer.name: layer for layer in all_layers(model)}
         wrong = [name for name in layers if not isinstance(by_name.get(name), keras.layers.Conv2D)]
         if wrong:
-            raise ValueError(
-                f"Invalid value for argument `layers`: {wrong} are not Conv2D "
-                f"layers of model '{model.name}'. Conv2D layers: "
-                f"{sorted(n for n, l in by_name.items() if isinstance(l, keras.layers.Conv2D))[:20]} ..."
+            conv_names = sorted(n for n, l in by_name.items() if isinstance(l, keras.layers.Conv2D))
+            raise _validation.invalid_value(
+                "layers",
+                f"{wrong} are not Conv2D layers of model '{model.name}'; its Conv2D layers: {conv_names[:20]} ...",
+                layers,
             )
     replacer = ConvReplacer(conv, conv_config, only=layers)
     copies = []

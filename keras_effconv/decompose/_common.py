@@ -4,6 +4,7 @@ import numpy as np
 
 import keras
 
+from keras_effconv import _validation
 from keras_effconv.decompose import _graph
 from keras_effconv.decompose import _stats
 from keras_effconv.decompose.report import DecompositionReport
@@ -27,10 +28,11 @@ def select_layers(model, layers):
     eligible = [layer for layer in leaves if ineligibility(layer) is None]
     if layers is None:
         if not eligible:
-            raise ValueError(
-                f"Invalid value for argument `model`: model '{model.name}' has no "
-                "layer that can be decomposed; expected at least one "
-                "keras.layers.Conv2D with groups=1 and a kernel larger than 1x1"
+            raise _validation.invalid_value(
+                "model",
+                "expected a model with at least one keras.layers.Conv2D with groups=1 and a kernel "
+                "larger than 1x1",
+                received=f"model '{model.name}', which has no layer that can be decomposed",
             )
         return eligible
     if isinstance(layers, (str, keras.layers.Layer)):
@@ -38,15 +40,9 @@ def select_layers(model, layers):
     try:
         layers = list(layers)
     except TypeError:
-        raise ValueError(
-            "Invalid value for argument `layers`: expected None or a list of "
-            f"layer names or layers. Received: layers={layers!r}"
-        ) from None
+        raise _validation.invalid_value("layers", "expected None or a list of layer names or layers", layers) from None
     if not layers:
-        raise ValueError(
-            "Invalid value for argument `layers`: expected None or a non-empty "
-            "list of layer names or layers. Received: layers=[]"
-        )
+        raise _validation.invalid_value("layers", "expected None or a non-empty list of layer names or layers", layers)
     names = [layer.name for layer in eligible]
     selected = []
     for item in layers:
@@ -57,38 +53,31 @@ def select_layers(model, layers):
             matches = [layer for layer in leaves if layer.name == item]
             label = item
         else:
-            raise ValueError(
-                "Invalid value for argument `layers`: entries must be layer "
-                f"names or layers. Received the entry {item!r}"
+            raise _validation.invalid_value(
+                "layers", "entries must be layer names or layers", received=f"the entry {item!r}"
             )
         if not matches:
-            raise ValueError(
-                f"Invalid value for argument `layers`: model '{model.name}' has "
-                f"no layer {label!r}. Layers that can be decomposed: {names}"
+            raise _validation.invalid_value(
+                "layers",
+                f"model '{model.name}' has no layer {label!r}; layers that can be decomposed: {names}",
+                received=f"the entry {label!r}",
             )
         if len(matches) > 1:
-            raise ValueError(
-                f"Invalid value for argument `layers`: the name {label!r} is used "
-                "by several layers of nested models; pass the layer objects instead"
+            raise _validation.invalid_value(
+                "layers",
+                f"the name {label!r} is used by several layers of nested models; pass the layer objects instead",
+                received=f"the entry {label!r}",
             )
         reason = ineligibility(matches[0])
         if reason is not None:
-            raise ValueError(
-                f"Invalid value for argument `layers`: layer {label!r} cannot be "
-                f"decomposed because {reason}. Layers that can be decomposed: {names}"
+            raise _validation.invalid_value(
+                "layers",
+                f"layer {label!r} cannot be decomposed because {reason}; layers that can be decomposed: {names}",
+                received=f"the entry {label!r}",
             )
         if all(matches[0] is not s for s in selected):
             selected.append(matches[0])
     return selected
-
-
-def check_choice(value, name, allowed):
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected one of {allowed}. "
-            f"Received: {name}={value!r}"
-        )
-    return value
 
 
 def output_pixels(model, layers):

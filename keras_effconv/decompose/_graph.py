@@ -22,6 +22,7 @@ from keras import ops
 from keras import tree
 
 from keras_effconv import _model_graph
+from keras_effconv import _validation
 
 
 class _Stop(Exception):
@@ -42,16 +43,16 @@ def is_container(layer):
 
 def check_model(model):
     if not is_container(model):
-        raise ValueError(
-            "Invalid value for argument `model`: expected a built Functional or "
-            "Sequential `keras.Model` (subclassed models have no graph to "
-            f"rebuild). Received: model={model!r} of type {type(model).__name__}"
+        raise _validation.invalid_value(
+            "model",
+            "expected a built Functional or Sequential `keras.Model` (subclassed models have no graph to rebuild)",
+            received=f"model={model!r} of type {type(model).__name__}",
         )
     if not model.built or not model.inputs:
-        raise ValueError(
-            "Invalid value for argument `model`: the model must be built with "
-            "a known input (e.g. start a Sequential model with `keras.Input`). "
-            f"Received the unbuilt model '{model.name}'"
+        raise _validation.invalid_value(
+            "model",
+            "the model must be built with a known input (e.g. start a Sequential model with `keras.Input`)",
+            received=f"the unbuilt model '{model.name}'",
         )
 
 

@@ -12,6 +12,10 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_effconv import _validation
+
+_EXPECTED = "expected an array, an (x, y) tuple of arrays or an iterable of batches"
+
 # Largest patch matrix (rows x columns) materialised at once: 2**21 float64
 # values = 16 MiB, big enough for efficient GEMMs.
 _CHUNK_ELEMENTS = 2**21
@@ -54,14 +58,14 @@ class Batches:
         self.steps = steps
         spec = model.inputs
         if len(spec) != 1:
-            raise ValueError(
-                f"Invalid value for argument `{name}`: data-driven decomposition "
-                f"supports single-input models; model '{model.name}' has "
-                f"{len(spec)} inputs"
+            raise _validation.invalid_value(
+                name,
+                "data-driven decomposition supports single-input models only",
+                received=f"{name} for model '{model.name}', which has {len(spec)} inputs",
             )
         self.input_shape = tuple(spec[0].shape)
         if data is None:
-            raise ValueError(f"Invalid value for argument `{name}`: received None")
+            raise _validation.invalid_value(name, _EXPECTED, data)
         if isinstance(data, tuple) and data and _is_array(data[0]):
             data = data[0]
         if _is_array(data):
@@ -69,23 +73,25 @@ class Batches:
             self._iterable = None
             self._check(to_numpy(data[:1]) if len(data) else to_numpy(data))
             if len(data) == 0:
-                raise ValueError(f"Invalid value for argument `{name}`: it holds no samples")
+                raise _validation.invalid_value(
+                    name, "expected at least one sample", received=f"{name} of shape {tuple(data.shape)}"
+                )
         else:
             self._array = None
             try:
                 iterator = iter(data)
             except TypeError:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`: expected an array, an "
-                    "(x, y) tuple of arrays or an iterable of batches. Received: "
-                    f"{name} of type {type(data).__name__}"
+                raise _validation.invalid_value(
+                    name, _EXPECTED, received=f"{name} of type {type(data).__name__}"
                 ) from None
             if iterator is data:  # one-shot: keep what we read
                 data = list(itertools.islice(iterator, steps))
             self._iterable = data
             first = next(iter(self), None)
             if first is None:
-                raise ValueError(f"Invalid value for argument `{name}`: it yields no batches")
+                raise _validation.invalid_value(
+                    name, "expected at least one batch", received=f"{name} that yields no batches"
+                )
 
     def _unpack(self, batch):
         # Keras convention: a tuple batch is (x, y[, sample_weight]); torch
@@ -102,10 +108,10 @@ class Batches:
         if x.ndim != len(expected) or any(
             e is not None and e != s for e, s in zip(expected[1:], x.shape[1:])
         ):
-            raise ValueError(
-                f"Invalid value for argument `{self.name}`: batches must have "
-                f"shape {('batch',) + expected[1:]} to match the input of model "
-                f"'{self.model.name}'. Received a batch of shape {tuple(x.shape)}"
+            raise _validation.invalid_value(
+                self.name,
+                f"batches must have shape {('batch',) + expected[1:]} to match the input of model '{self.model.name}'",
+                received=f"a batch of shape {tuple(x.shape)}",
             )
 
     def __iter__(self):

@@ -31,19 +31,10 @@ import numpy as np
 
 import keras
 
+from keras_effconv import _validation
 from keras_effconv.decompose import _common
 from keras_effconv.decompose import _graph
 from keras_effconv.decompose import _stats
-from keras_effconv.layers import _core
-
-
-def _check_ratio(ratio):
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating, np.integer)) or not 0.0 < float(ratio) <= 1.0:
-        raise ValueError(
-            "Invalid value for argument `ratio`: expected a number in (0, 1] (the "
-            f"share of each layer's MACs to keep). Received: ratio={ratio!r}"
-        )
-    return float(ratio)
 
 
 def _widths(model, selected, ratio, macs):
@@ -63,18 +54,17 @@ def _widths(model, selected, ratio, macs):
         }
     model_macs = _graph.model_macs(model)
     if model_macs is None or any(p is None for p in pixels.values()):
-        raise ValueError(
-            "Invalid value for argument `macs`: the model has an unknown spatial "
-            "size, so its MACs are unknown; use `ratio` instead"
+        raise _validation.invalid_value(
+            "macs", "the model has an unknown spatial size, so its MACs are unknown; use `ratio` instead", macs
         )
     original = sum(pixels[key] * full for key, (full, _, _) in geometry.items())
     budget = macs - (model_macs - original)
     minimum = sum(pixels[key] * unit for key, (_, unit, _) in geometry.items())
     if budget < minimum:
-        raise ValueError(
-            "Invalid value for argument `macs`: with d'=1 in every selected layer "
-            f"the model still needs {model_macs - original + minimum:,} MACs. "
-            f"Received: macs={macs:,} (the model has {model_macs:,})"
+        raise _validation.invalid_value(
+            "macs",
+            f"with d'=1 in every selected layer the model still needs {model_macs - original + minimum:,} MACs",
+            received=f"macs={macs:,} (the model has {model_macs:,})",
         )
     share = min(1.0, budget / original)
     widths = {
@@ -170,17 +160,19 @@ def channel_decompose(
     """
     _graph.check_model(model)
     if (ratio is None) == (macs is None):
-        raise ValueError(
-            "Invalid arguments: pass exactly one of `ratio` (share of each "
-            "layer's MACs) and `macs` (target MACs of the whole model). "
-            f"Received: ratio={ratio!r}, macs={macs!r}"
+        raise _validation.invalid_value(
+            "ratio",
+            "pass exactly one of `ratio` (share of each layer's MACs) and `macs` (target MACs of the whole model)",
+            received=f"ratio={ratio!r}, macs={macs!r}",
         )
     if ratio is not None:
-        ratio = _check_ratio(ratio)
+        ratio = _validation.check_number(
+            ratio, "ratio", low=0, high=1, low_inclusive=False, hint="the share of each layer's MACs to keep"
+        )
     else:
-        macs = _core.check_positive_int(macs, "macs")
-    batch_size = _core.check_positive_int(batch_size, "batch_size")
-    steps = _core.check_positive_int(steps, "steps", allow_none=True)
+        macs = _validation.check_positive_int(macs, "macs")
+    batch_size = _validation.check_positive_int(batch_size, "batch_size")
+    steps = _validation.check_positive_int(steps, "steps", allow_none=True)
     selected = _common.select_layers(model, layers)
     batches = _stats.Batches(data, model, batch_size, steps) if data is not None else None
     widths = _widths(model, selected, ratio, macs)

@@ -75,29 +75,13 @@ import numpy as np
 
 import keras
 
+from keras_effconv import _validation
 from keras_effconv.decompose import _common
 from keras_effconv.decompose import _graph
 from keras_effconv.decompose import _stats
-from keras_effconv.layers import _core
 
 _RIDGE = 1e-2
 _TOLERANCE = 1e-6
-
-
-def _check_energy(energy):
-    if energy is None:
-        return None
-    if isinstance(energy, bool) or not isinstance(energy, (int, float, np.floating, np.integer)):
-        raise ValueError(
-            "Invalid value for argument `energy`: expected None or a number in "
-            f"(0, 1]. Received: energy={energy!r}"
-        )
-    if not 0.0 < float(energy) <= 1.0:
-        raise ValueError(
-            "Invalid value for argument `energy`: expected None or a number in "
-            f"(0, 1] (the share of sum(sigma^2) to keep). Received: energy={energy}"
-        )
-    return float(energy)
 
 
 def _blocks(kernel):
@@ -276,20 +260,22 @@ def depthwise_decompose(
     True
     """
     _graph.check_model(model)
-    rank = _core.check_positive_int(rank, "rank")
-    energy = _check_energy(energy)
-    method = _common.check_choice(method, "method", ("svd", "data"))
-    batch_size = _core.check_positive_int(batch_size, "batch_size")
-    steps = _core.check_positive_int(steps, "steps", allow_none=True)
-    positions_per_image = _core.check_positive_int(
+    rank = _validation.check_positive_int(rank, "rank")
+    energy = _validation.check_number(
+        energy, "energy", low=0, high=1, low_inclusive=False, allow_none=True, hint="the share of sum(sigma^2) to keep"
+    )
+    method = _validation.check_choice(method, "method", ("svd", "data"))
+    batch_size = _validation.check_positive_int(batch_size, "batch_size")
+    steps = _validation.check_positive_int(steps, "steps", allow_none=True)
+    positions_per_image = _validation.check_positive_int(
         positions_per_image, "positions_per_image", allow_none=True
     )
-    iterations = _core.check_positive_int(iterations, "iterations")
+    iterations = _validation.check_positive_int(iterations, "iterations")
     if method == "data" and data is None:
-        raise ValueError(
-            "Invalid value for argument `data`: method='data' needs input "
-            "samples (an array, (x, y) tuple, tf.data.Dataset or iterable of "
-            "batches). Received: data=None"
+        raise _validation.invalid_value(
+            "data",
+            "method='data' needs input samples (an array, (x, y) tuple, tf.data.Dataset or iterable of batches)",
+            data,
         )
     selected = _common.select_layers(model, layers)
     batches = _stats.Batches(data, model, batch_size, steps) if data is not None else None

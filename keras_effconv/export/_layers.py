@@ -11,6 +11,8 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_effconv import _validation
+
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
 class ChannelGather(keras.layers.Layer):
@@ -40,9 +42,8 @@ class ChannelGather(keras.layers.Layer):
         super().__init__(**kwargs)
         indices = [int(i) for i in indices]
         if not indices or min(indices) < 0:
-            raise ValueError(
-                "Invalid value for argument `indices`: expected a non-empty "
-                f"list of non-negative channel indices. Received: indices={indices!r}"
+            raise _validation.invalid_value(
+                "indices", "expected a non-empty list of non-negative channel indices", indices
             )
         self.indices = indices
         start = indices[0]
@@ -91,12 +92,7 @@ class DepthToSpace(keras.layers.Layer):
 
     def __init__(self, block_size, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
-            raise ValueError(
-                "Invalid value for argument `block_size`: expected an integer "
-                f">= 2. Received: block_size={block_size!r}"
-            )
-        self.block_size = block_size
+        self.block_size = _validation.check_int(block_size, "block_size", minimum=2)
 
     def call(self, inputs):
         return ops.depth_to_space(inputs, self.block_size, data_format="channels_last")

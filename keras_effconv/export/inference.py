@@ -38,11 +38,10 @@ in front of a HetConv), that producer is re-emitted with permuted kernel
 columns. Only when neither is possible is a single GATHER emitted.
 """
 
-import numpy as np
-
 import keras
 
 from keras_effconv import _model_graph
+from keras_effconv import _validation
 from keras_effconv.export import lowering  # noqa: F401  (registers the built-in rules)
 from keras_effconv.export.rewriter import Rewriter
 from keras_effconv.export.rewriter import Value
@@ -79,52 +78,45 @@ def _functional(model):
 
 
 def _check_target(target):
-    if target not in TARGETS:
-        raise ValueError(
-            f"Invalid value for argument `target`: expected one of {TARGETS}. Received: target={target!r}"
-        )
-    return target
+    return _validation.check_choice(target, "target", TARGETS)
 
 
 def _static_inputs(model, input_shape, batch_size):
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `batch_size`: expected a positive integer "
-            f"(mobile runtimes need a static batch) or None. Received: batch_size={batch_size!r}"
-        )
+    batch_size = _validation.check_int(
+        batch_size, "batch_size", allow_none=True, hint="mobile runtimes need a static batch"
+    )
     inputs = _functional(model).inputs
     if input_shape is not None:
         if len(inputs) != 1:
-            raise ValueError(
-                f"Invalid value for argument `input_shape`: model '{model.name}' has "
-                f"{len(inputs)} inputs; `input_shape` applies to single-input models only."
+            raise _validation.invalid_value(
+                "input_shape",
+                f"`input_shape` applies to single-input models only; model '{model.name}' has {len(inputs)} inputs",
+                input_shape,
             )
         input_shape = tuple(input_shape)
-        if len(input_shape) != len(inputs[0].shape) - 1 or any(
-            not isinstance(d, (int, np.integer)) or d < 1 for d in input_shape
-        ):
-            raise ValueError(
-                "Invalid value for argument `input_shape`: expected a per-sample shape of "
-                f"{len(inputs[0].shape) - 1} positive integers like (224, 224, 3). "
-                f"Received: input_shape={input_shape!r}"
+        rank = len(inputs[0].shape) - 1
+        if len(input_shape) != rank or not all(_validation.is_int(d) and d >= 1 for d in input_shape):
+            raise _validation.invalid_value(
+                "input_shape",
+                f"expected a per-sample shape of {rank} positive integers like (224, 224, 3)",
+                input_shape,
             )
         shapes = [input_shape]
     else:
         shapes = [tuple(t.shape[1:]) for t in inputs]
         for t, shape in zip(inputs, shapes):
             if any(d is None for d in shape):
-                raise ValueError(
-                    f"Model '{model.name}' has input '{t.name}' with unknown size {tuple(t.shape)}: "
-                    "pass `input_shape` (e.g. input_shape=(224, 224, 3)); mobile runtimes need static shapes."
+                raise _validation.invalid_value(
+                    "input_shape",
+                    f"model '{model.name}' has input '{t.name}' with unknown size {tuple(t.shape)}, and mobile "
+                    "runtimes need static shapes: pass one, e.g. input_shape=(224, 224, 3)",
+                    input_shape,
                 )
     for t, shape in zip(inputs, shapes):
         known = tuple(t.shape[1:])
         if any(k is not None and k != s for k, s in zip(known, shape)):
-            raise ValueError(
-                f"Invalid value for argument `input_shape`: {shape} does not match the "
-                f"model's input shape {known}."
+            raise _validation.invalid_value(
+                "input_shape", f"expected a shape that matches the model's input shape {known}", shape
             )
     return [
         keras.Input(batch_shape=(None if batch_size is None else int(batch_size),) + tuple(int(d) for d in shape), dtype=t.dtype, name=t.name)

@@ -25,6 +25,8 @@ Example (a layer that is a plain convolution with a doubled kernel):
 
 import collections
 
+from keras_effconv import _validation
+
 LoweringCall = collections.namedtuple("LoweringCall", ["layer", "inputs", "args", "kwargs"])
 LoweringCall.__doc__ = """One call of a layer, as a lowering rule receives it.
 
@@ -55,10 +57,7 @@ def lowering_rule(*layer_classes):
         ValueError: if no class is given or an argument is not a class.
     """
     if not layer_classes or not all(isinstance(c, type) for c in layer_classes):
-        raise ValueError(
-            "Invalid value for argument `layer_classes`: expected one or more layer classes. "
-            f"Received: layer_classes={layer_classes!r}"
-        )
+        raise _validation.invalid_value("layer_classes", "expected one or more layer classes", layer_classes)
 
     def register(rule):
         for layer_class in layer_classes:

@@ -3,6 +3,7 @@
 Everything here uses `keras.ops` only, so it runs on TensorFlow, JAX and
 PyTorch. Where backends differ in which exact formulation is fastest (measured
 in `benchmarks/layers.py`), the choice is made in ONE place: `_FAST_FORMS`.
+Argument validation is not here: it lives in `keras_effconv._validation`.
 """
 
 import math
@@ -11,6 +12,8 @@ import numpy as np
 
 import keras
 from keras import ops
+
+from keras_effconv._validation import normalize_tuple
 
 # Measured on a 2-core x86 CPU (see benchmarks/results/): which exact form of
 # a grouped / depthwise convolution each backend runs fastest.
@@ -56,108 +59,14 @@ def fast_form(kind):
 
 
 # ----------------------------------------------------------------------------
-# Argument validation (messages name the argument, the value and what is allowed)
+# Shapes
 # ----------------------------------------------------------------------------
-
-
-def check_positive_int(value, name, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a positive "
-            f"integer. Received: {name}={value!r}"
-        )
-    if value <= 0:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a strictly "
-            f"positive integer. Received: {name}={value}"
-        )
-    return int(value)
-
-
-def normalize_tuple(value, n, name):
-    """Like keras' `standardize_tuple`, with a message that says what is allowed."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        values = (int(value),) * n
-    else:
-        try:
-            values = tuple(value)
-        except TypeError:
-            values = None
-        if (
-            values is None
-            or len(values) != n
-            or not all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                for v in values
-            )
-        ):
-            raise ValueError(
-                f"Invalid value for argument `{name}`: expected an integer or "
-                f"a tuple of {n} integers. Received: {name}={value!r}"
-            )
-        values = tuple(int(v) for v in values)
-    if any(v <= 0 for v in values):
-        raise ValueError(
-            f"Invalid value for argument `{name}`: every entry must be a "
-            f"strictly positive integer. Received: {name}={value!r}"
-        )
-    return values
-
-
-def normalize_padding(padding):
-    allowed = ("valid", "same")
-    if not isinstance(padding, str) or padding.lower() not in allowed:
-        raise ValueError(
-            "Invalid value for argument `padding`: expected one of "
-            f"{allowed}. Received: padding={padding!r}"
-        )
-    return padding.lower()
-
-
-def normalize_data_format(data_format):
-    if data_format is None:
-        return keras.config.image_data_format()
-    allowed = ("channels_last", "channels_first")
-    if not isinstance(data_format, str) or data_format.lower() not in allowed:
-        raise ValueError(
-            "Invalid value for argument `data_format`: expected one of "
-            f"{allowed} or None. Received: data_format={data_format!r}"
-        )
-    return data_format.lower()
 
 
 def batched_shape(input_shape):
     """Adds a `None` batch dimension to a per-sample `(H, W, C)` shape."""
     input_shape = tuple(input_shape)
     return (None,) + input_shape if len(input_shape) == 3 else input_shape
-
-
-def check_input_shape(layer, input_shape):
-    """Validates a rank-4 image input and returns its channel count."""
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 4:
-        raise ValueError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) expects rank-4 "
-            "inputs (batch, height, width, channels) or (batch, channels, "
-            f"height, width). Received input_shape={input_shape}"
-        )
-    axis = -1 if layer.data_format == "channels_last" else 1
-    channels = input_shape[axis]
-    if channels is None:
-        raise ValueError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) needs a known "
-            "channel dimension (axis "
-            f"{axis} for data_format='{layer.data_format}'). Received "
-            f"input_shape={input_shape}"
-        )
-    return int(channels)
-
-
-# ----------------------------------------------------------------------------
-# Shapes
-# ----------------------------------------------------------------------------
 
 
 def conv_output_length(length, kernel, stride, padding, dilation=1):
@@ -450,10 +359,6 @@ def add_bias(x, bias, data_format):
     if data_format == "channels_last":
         return ops.add(x, bias)
     return ops.add(x, ops.reshape(bias, (1, -1, 1, 1)))
-
-
-def divisors_message(value):
-    return ", ".join(str(d) for d in range(1, value + 1) if value % d == 0)
 
 
 def ceil_div(a, b):

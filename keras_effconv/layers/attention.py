@@ -7,6 +7,7 @@ from keras import activations
 from keras import initializers
 from keras import ops
 
+from keras_effconv import _validation
 from keras_effconv.layers import _core
 
 
@@ -15,7 +16,7 @@ class _ChannelAttention(keras.layers.Layer):
 
     def __init__(self, data_format=None, **kwargs):
         super().__init__(**kwargs)
-        self.data_format = _core.normalize_data_format(data_format)
+        self.data_format = _validation.normalize_data_format(data_format)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def _pooled(self, inputs):
@@ -75,14 +76,14 @@ class SqueezeExcite(_ChannelAttention):
         **kwargs,
     ):
         super().__init__(data_format=data_format, **kwargs)
-        self.reduction = _core.check_positive_int(reduction, "reduction")
+        self.reduction = _validation.check_positive_int(reduction, "reduction")
         self.activation = activations.get(activation)
         self.gate_activation = activations.get(gate_activation)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
 
     def build(self, input_shape):
-        channels = _core.check_input_shape(self, input_shape)
+        channels = _validation.check_input_shape(self, input_shape)
         hidden = max(1, channels // self.reduction)
         self.reduce_kernel = self.add_weight(
             name="reduce_kernel", shape=(channels, hidden), initializer=self.kernel_initializer
@@ -112,7 +113,7 @@ class SqueezeExcite(_ChannelAttention):
         Returns:
             int, `2 * C * max(1, C // reduction)`.
         """
-        channels = _core.check_input_shape(self, _core.batched_shape(input_shape))
+        channels = _validation.check_input_shape(self, _core.batched_shape(input_shape))
         return 2 * channels * max(1, channels // self.reduction)
 
     def get_config(self):
@@ -179,25 +180,21 @@ class EfficientChannelAttention(_ChannelAttention):
         **kwargs,
     ):
         super().__init__(data_format=data_format, **kwargs)
-        if kernel_size is not None:
-            kernel_size = _core.check_positive_int(kernel_size, "kernel_size")
-            if kernel_size % 2 == 0:
-                raise ValueError(
-                    "Invalid value for argument `kernel_size`: expected None or "
-                    f"an odd positive integer. Received: kernel_size={kernel_size}"
-                )
-        if not isinstance(gamma, (int, float)) or gamma <= 0:
-            raise ValueError(
-                "Invalid value for argument `gamma`: expected a positive number. "
-                f"Received: gamma={gamma!r}"
+        kernel_size = _validation.check_positive_int(kernel_size, "kernel_size", allow_none=True)
+        if kernel_size is not None and kernel_size % 2 == 0:
+            raise _validation.invalid_value(
+                "kernel_size", "expected None or an odd positive integer", kernel_size
             )
+        _validation.check_number(gamma, "gamma", low=0, low_inclusive=False)
         self.kernel_size = kernel_size
-        self.gamma = gamma
+        # Python numbers are kept as given (the config round-trips them); NumPy
+        # scalars become floats so that the config stays JSON-serializable.
+        self.gamma = gamma if isinstance(gamma, (int, float)) else float(gamma)
         self.b = b
         self.kernel_initializer = initializers.get(kernel_initializer)
 
     def build(self, input_shape):
-        channels = _core.check_input_shape(self, input_shape)
+        channels = _validation.check_input_shape(self, input_shape)
         self.resolved_kernel_size = self.kernel_size or eca_kernel_size(
             channels, self.gamma, self.b
         )
@@ -221,7 +218,7 @@ class EfficientChannelAttention(_ChannelAttention):
         Returns:
             int.
         """
-        channels = _core.check_input_shape(self, _core.batched_shape(input_shape))
+        channels = _validation.check_input_shape(self, _core.batched_shape(input_shape))
         k = self.kernel_size or eca_kernel_size(channels, self.gamma, self.b)
         return channels * k
 

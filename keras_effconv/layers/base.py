@@ -9,6 +9,7 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from keras_effconv import _validation
 from keras_effconv.layers import _core
 
 
@@ -57,17 +58,17 @@ class EfficientConv2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.filters = _core.check_positive_int(filters, "filters")
-        self.kernel_size = _core.normalize_tuple(kernel_size, 2, "kernel_size")
-        self.strides = _core.normalize_tuple(strides, 2, "strides")
-        self.padding = _core.normalize_padding(padding)
-        self.data_format = _core.normalize_data_format(data_format)
-        self.dilation_rate = _core.normalize_tuple(dilation_rate, 2, "dilation_rate")
+        self.filters = _validation.check_positive_int(filters, "filters")
+        self.kernel_size = _validation.normalize_tuple(kernel_size, 2, "kernel_size")
+        self.strides = _validation.normalize_tuple(strides, 2, "strides")
+        self.padding = _validation.normalize_padding(padding)
+        self.data_format = _validation.normalize_data_format(data_format)
+        self.dilation_rate = _validation.normalize_tuple(dilation_rate, 2, "dilation_rate")
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(
-                "`strides > 1` is not supported together with "
-                f"`dilation_rate > 1`. Received: strides={self.strides}, "
-                f"dilation_rate={self.dilation_rate}"
+            raise _validation.invalid_value(
+                "dilation_rate",
+                "`dilation_rate > 1` is not supported together with `strides > 1`",
+                received=f"strides={self.strides}, dilation_rate={self.dilation_rate}",
             )
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
@@ -102,7 +103,7 @@ class EfficientConv2D(keras.layers.Layer):
     # -- Layer API ------------------------------------------------------------
 
     def build(self, input_shape):
-        input_channels = _core.check_input_shape(self, input_shape)
+        input_channels = _validation.check_input_shape(self, input_shape)
         self.compute_output_shape(input_shape)
         self._build_kernels(input_channels)
         if self.use_bias and self._owns_bias:
@@ -131,7 +132,7 @@ class EfficientConv2D(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         input_shape = tuple(input_shape)
         if len(input_shape) != 4:
-            _core.check_input_shape(self, input_shape)
+            _validation.check_input_shape(self, input_shape)
         spatial = _core.spatial_dims(input_shape, self.data_format)
         out = tuple(
             _core.conv_output_length(length, k, s, self.padding, d)
@@ -162,13 +163,12 @@ class EfficientConv2D(keras.layers.Layer):
             int, the number of multiply-accumulates (1 MAC = 2 FLOPs).
         """
         input_shape = _core.batched_shape(input_shape)
-        input_channels = _core.check_input_shape(self, input_shape)
+        input_channels = _validation.check_input_shape(self, input_shape)
         output_shape = self.compute_output_shape(input_shape)
         spatial = _core.spatial_dims(output_shape, self.data_format)
         if any(s is None for s in spatial):
-            raise ValueError(
-                "compute_macs needs known spatial sizes. Received "
-                f"input_shape={input_shape}"
+            raise _validation.invalid_value(
+                "input_shape", "compute_macs needs known spatial sizes", input_shape
             )
         return int(self._macs_for(input_channels, spatial, input_shape))
 

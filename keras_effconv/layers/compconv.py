@@ -6,6 +6,7 @@ import numpy as np
 
 import keras
 
+from keras_effconv import _validation
 from keras_effconv.layers import _core
 from keras_effconv.layers.base import EfficientConv2D
 
@@ -156,16 +157,9 @@ class CompConv2D(EfficientConv2D):
             bias_constraint=bias_constraint,
             **kwargs,
         )
-        if depth != "auto":
-            try:
-                depth = _core.check_positive_int(depth, "depth")
-            except ValueError:
-                raise ValueError(
-                    "Invalid value for argument `depth`: expected 'auto' or a "
-                    f"positive integer. Received: depth={depth!r}"
-                ) from None
+        depth = _validation.check_int(depth, "depth", also=("auto",))
         self.depth = depth
-        self.c0 = _core.check_positive_int(c0, "c0")
+        self.c0 = _validation.check_positive_int(c0, "c0")
         if depth != "auto":
             self._plan(depth)
 
@@ -178,10 +172,10 @@ class CompConv2D(EfficientConv2D):
             smallest = next(
                 f for f in range(self.filters + 1, 1 << 20) if _last_part_widths(f, depth)[0] >= 1
             )
-            raise ValueError(
-                f"Invalid value for argument `filters`: filters={self.filters} "
-                f"is too small for depth={depth} (C_prim={c_prim}); use a "
-                f"smaller depth or filters >= {smallest}."
+            raise _validation.invalid_value(
+                "filters",
+                f"expected filters >= {smallest} for depth={depth} (C_prim={c_prim}), or a smaller depth",
+                received=f"filters={self.filters}, depth={depth}",
             )
         q_width[-1] = last_keep
         return c_prim, q_width, tail_keep
@@ -288,7 +282,7 @@ class CompConv2D(EfficientConv2D):
         """
         self._ensure_plan(input_shape)
         input_shape = _core.batched_shape(input_shape)
-        c_in = _core.check_input_shape(self, input_shape)
+        c_in = _validation.check_input_shape(self, input_shape)
         out = _core.spatial_dims(self.compute_output_shape(input_shape), self.data_format)
         kh, kw = self.kernel_size
         d, cp = self.resolved_depth, self.c_prim
@@ -297,7 +291,7 @@ class CompConv2D(EfficientConv2D):
 
     def _ensure_plan(self, input_shape):
         if not self.built:
-            c_in = _core.check_input_shape(self, _core.batched_shape(input_shape))
+            c_in = _validation.check_input_shape(self, _core.batched_shape(input_shape))
             self._resolve_plan(c_in)
 
     def _resolve_plan(self, input_channels):

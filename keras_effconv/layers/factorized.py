@@ -14,6 +14,7 @@ import keras
 from keras import initializers
 from keras import ops
 
+from keras_effconv import _validation
 from keras_effconv.layers import _core
 from keras_effconv.layers.base import EfficientConv2D
 
@@ -24,34 +25,34 @@ def normalize_topology(topology):
     """Validates `topology` and returns `{"grid": (d1, d2), "window": (c1, c2)}` or None."""
     if topology is None:
         return None
+    pair = ()
     if isinstance(topology, dict):
-        if set(topology) != {"grid", "window"}:
-            raise ValueError(
-                "Invalid value for argument `topology`: expected None, a dict "
-                "with keys 'grid' and 'window', or a pair (grid, window). "
-                f"Received: topology={topology!r}"
-            )
-        grid, window = topology["grid"], topology["window"]
+        if set(topology) == {"grid", "window"}:
+            pair = (topology["grid"], topology["window"])
     else:
         try:
-            grid, window = topology
-        except (TypeError, ValueError):
-            raise ValueError(
-                "Invalid value for argument `topology`: expected None, a dict "
-                "with keys 'grid' and 'window', or a pair (grid, window). "
-                f"Received: topology={topology!r}"
-            ) from None
-    grid = _core.normalize_tuple(grid, 2, "grid")
-    window = _core.normalize_tuple(window, 2, "window")
+            pair = tuple(topology)
+        except TypeError:
+            pass
+    if len(pair) != 2:
+        raise _validation.invalid_value(
+            "topology",
+            "expected None, a dict with keys 'grid' and 'window', or a pair (grid, window)",
+            topology,
+        )
+    grid, window = pair
+    grid = _validation.normalize_tuple(grid, 2, "grid")
+    window = _validation.normalize_tuple(window, 2, "window")
     _check_window(grid, window)
     return {"grid": grid, "window": window}
 
 
 def _check_window(grid, window):
     if window[0] > grid[0] or window[1] > grid[1]:
-        raise ValueError(
-            "Invalid value for argument `window`: each entry must be at most "
-            f"the grid size. Received: window={window}, grid={grid}"
+        raise _validation.invalid_value(
+            "window",
+            "each entry must be at most the grid size",
+            received=f"window={window}, grid={grid}",
         )
 
 
@@ -207,24 +208,24 @@ class TopologicalProjection(EfficientConv2D):
             bias_constraint=bias_constraint,
             **kwargs,
         )
-        self.grid = _core.normalize_tuple(grid, 2, "grid")
-        self.window = _core.normalize_tuple(window, 2, "window")
+        self.grid = _validation.normalize_tuple(grid, 2, "grid")
+        self.window = _validation.normalize_tuple(window, 2, "window")
         _check_window(self.grid, self.window)
         cells = self.grid[0] * self.grid[1]
         if self.filters % cells:
-            raise ValueError(
-                "Invalid value for argument `filters`: it must be a multiple "
-                f"of d1 * d2 = {cells} for grid={self.grid}. Received: "
-                f"filters={self.filters}"
+            raise _validation.invalid_value(
+                "filters",
+                f"expected a multiple of d1 * d2 = {cells} for grid={self.grid}",
+                self.filters,
             )
 
     def _build_kernels(self, input_channels):
         cells = self.grid[0] * self.grid[1]
         if input_channels % cells:
-            raise ValueError(
-                "Invalid value for argument `grid`: d1 * d2 must divide the "
-                f"number of input channels. Received: grid={self.grid} "
-                f"(d1 * d2 = {cells}), input channels={input_channels}"
+            raise _validation.invalid_value(
+                "grid",
+                "d1 * d2 must divide the number of input channels",
+                received=f"grid={self.grid} (d1 * d2 = {cells}), input channels={input_channels}",
             )
         connected = topological_connections(
             input_channels, self.filters, self.grid, self.window
@@ -408,7 +409,7 @@ class SpatialBottleneck(EfficientConv2D):
     def compute_output_shape(self, input_shape):
         input_shape = tuple(input_shape)
         if len(input_shape) != 4:
-            _core.check_input_shape(self, input_shape)
+            _validation.check_input_shape(self, input_shape)
         spatial = _core.spatial_dims(input_shape, self.data_format)
         return _core.with_spatial_and_channels(input_shape, spatial, self.filters, self.data_format)
 
@@ -540,7 +541,7 @@ class FactorizedConv2D(EfficientConv2D):
             bias_constraint=bias_constraint,
             **kwargs,
         )
-        self.num_units = _core.check_positive_int(num_units, "num_units")
+        self.num_units = _validation.check_positive_int(num_units, "num_units")
         self.topology = normalize_topology(topology)
         self.spatial_bottleneck = bool(spatial_bottleneck)
 

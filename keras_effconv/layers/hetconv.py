@@ -6,6 +6,7 @@ import numpy as np
 
 import keras
 
+from keras_effconv import _validation
 from keras_effconv.layers import _core
 from keras_effconv.layers.base import EfficientConv2D
 
@@ -135,29 +136,18 @@ class HetConv2D(EfficientConv2D):
             bias_constraint=bias_constraint,
             **kwargs,
         )
-        self.part = _core.check_positive_int(part, "part")
+        self.part = _validation.check_positive_int(part, "part")
         if any(k % 2 == 0 for k in self.kernel_size):
-            raise ValueError(
-                "Invalid value for argument `kernel_size`: HetConv2D needs odd "
-                "kernel sizes, because its 1x1 kernels sit at the window "
-                f"centre. Received: kernel_size={self.kernel_size}"
+            raise _validation.invalid_value(
+                "kernel_size",
+                "HetConv2D needs odd kernel sizes, because its 1x1 kernels sit at the window centre",
+                self.kernel_size,
             )
-        if self.filters % self.part:
-            raise ValueError(
-                "Invalid value for argument `part`: it must divide `filters`. "
-                f"Received: part={self.part}, filters={self.filters}. Allowed "
-                f"values of part: {_core.divisors_message(self.filters)}"
-            )
+        _validation.check_divides(self.part, "part", self.filters, "filters")
 
     def _build_kernels(self, input_channels):
         part = self.part
-        if input_channels % part:
-            raise ValueError(
-                "Invalid value for argument `part`: it must divide the number "
-                f"of input channels. Received: part={part}, input channels="
-                f"{input_channels}. Allowed values of part: "
-                f"{_core.divisors_message(input_channels)}"
-            )
+        _validation.check_divides(part, "part", input_channels, "input channels")
         kh, kw = self.kernel_size
         c_group = input_channels // part
         # k x k weights: grouped kernel over residue-class-ordered channels.

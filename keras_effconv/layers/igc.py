@@ -7,6 +7,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_effconv import _validation
 from keras_effconv.layers import _core
 from keras_effconv.layers.base import EfficientConv2D
 
@@ -124,26 +125,18 @@ class InterleavedGroupConv2D(EfficientConv2D):
             bias_constraint=bias_constraint,
             **kwargs,
         )
-        self.primary_groups = _core.check_positive_int(primary_groups, "primary_groups")
-        self.secondary_groups = _core.check_positive_int(
+        self.primary_groups = _validation.check_positive_int(primary_groups, "primary_groups")
+        self.secondary_groups = _validation.check_positive_int(
             secondary_groups, "secondary_groups", allow_none=True
         )
         if self.secondary_groups is None:
-            if self.filters % self.primary_groups:
-                raise ValueError(
-                    "Invalid value for argument `primary_groups`: with "
-                    "`secondary_groups=None` it must divide `filters`. Received: "
-                    f"primary_groups={self.primary_groups}, filters={self.filters}"
-                )
+            _validation.check_divides(
+                self.primary_groups, "primary_groups", self.filters, "filters", hint="with secondary_groups=None"
+            )
             self._m = self.filters // self.primary_groups
         else:
             self._m = self.secondary_groups
-        if self.filters % self._m:
-            raise ValueError(
-                "Invalid value for argument `secondary_groups`: it must divide "
-                f"`filters`. Received: secondary_groups={self._m}, filters="
-                f"{self.filters}. Allowed: {_core.divisors_message(self.filters)}"
-            )
+        _validation.check_divides(self._m, "secondary_groups", self.filters, "filters")
 
     @property
     def width(self):
@@ -152,13 +145,7 @@ class InterleavedGroupConv2D(EfficientConv2D):
 
     def _build_kernels(self, input_channels):
         l, m = self.primary_groups, self._m
-        if input_channels % l:
-            raise ValueError(
-                "Invalid value for argument `primary_groups`: it must divide "
-                f"the number of input channels. Received: primary_groups={l}, "
-                f"input channels={input_channels}. Allowed: "
-                f"{_core.divisors_message(input_channels)}"
-            )
+        _validation.check_divides(l, "primary_groups", input_channels, "input channels")
         kh, kw = self.kernel_size
         self.primary_kernel = self._add_kernel(
             "primary_kernel", (kh, kw, input_channels // l, l * m)

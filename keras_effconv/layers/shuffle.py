@@ -4,6 +4,7 @@ import numpy as np
 
 import keras
 
+from keras_effconv import _validation
 from keras_effconv.layers import _core
 
 
@@ -35,18 +36,13 @@ class ChannelShuffle(keras.layers.Layer):
 
     def __init__(self, groups, data_format=None, **kwargs):
         super().__init__(**kwargs)
-        self.groups = _core.check_positive_int(groups, "groups")
-        self.data_format = _core.normalize_data_format(data_format)
+        self.groups = _validation.check_positive_int(groups, "groups")
+        self.data_format = _validation.normalize_data_format(data_format)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
-        channels = _core.check_input_shape(self, input_shape)
-        if channels % self.groups:
-            raise ValueError(
-                "Invalid value for argument `groups`: it must divide the "
-                f"number of channels. Received: groups={self.groups}, channels="
-                f"{channels}. Allowed: {_core.divisors_message(channels)}"
-            )
+        channels = _validation.check_input_shape(self, input_shape)
+        _validation.check_divides(self.groups, "groups", channels, "channels")
 
     def call(self, inputs):
         return _core.shuffle_channels(inputs, self.groups, self.data_format)

@@ -7,7 +7,7 @@ import numpy as np
 
 import keras
 
-from keras_effconv.layers._core import check_positive_int
+from keras_effconv import _validation
 
 
 def inference_function(model, jit_compile=False):
@@ -78,8 +78,8 @@ def measure_latency(models, input_shape, batch_size=1, repeats=20, warmup=3, jit
     >>> result["model"]["median_ms"] > 0
     True
     """
-    check_positive_int(batch_size, "batch_size")
-    check_positive_int(repeats, "repeats")
+    batch_size = _validation.check_positive_int(batch_size, "batch_size")
+    repeats = _validation.check_positive_int(repeats, "repeats")
     if isinstance(models, keras.Model):
         models = {"model": models}
     rng = np.random.default_rng(seed)
@@ -131,14 +131,17 @@ def measure_training_speed(models, x, y, repeats=10, warmup=2):
     >>> speed["model"]["images_per_second"] > 0
     True
     """
-    check_positive_int(repeats, "repeats")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"Invalid value for argument `warmup`: expected an integer >= 0. Received: warmup={warmup!r}")
+    repeats = _validation.check_positive_int(repeats, "repeats")
+    warmup = _validation.check_int(warmup, "warmup", minimum=0)
     if isinstance(models, keras.Model):
         models = {"model": models}
     for label, model in models.items():
         if not getattr(model, "compiled", False):
-            raise ValueError(f"Model {label!r} is not compiled: call `model.compile(...)` before timing training steps.")
+            raise _validation.invalid_value(
+                "models",
+                "every model must be compiled: call `model.compile(...)` before timing training steps",
+                received=f"model {label!r}, which is not compiled",
+            )
     times = {label: [] for label in models}
     for _ in range(warmup):
         for model in models.values():

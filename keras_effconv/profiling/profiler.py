@@ -5,6 +5,7 @@ import dataclasses
 import keras
 from keras import tree
 
+from keras_effconv import _validation
 from keras_effconv._model_graph import functional_graph
 from keras_effconv._model_graph import run_graph
 from keras_effconv.profiling.macs import layer_macs
@@ -109,7 +110,7 @@ class Profile:
 
 def _is_shape(value):
     return isinstance(value, (tuple, list)) and all(
-        d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in value
+        d is None or (_validation.is_int(d) and d > 0) for d in value
     )
 
 
@@ -186,8 +187,7 @@ def profile(model, input_shape=None):
     >>> round(result.total_macs / 1e9, 2), result.total_params
     (3.86, 25636712)
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
+    _validation.check_type(model, "model", keras.Model, "a keras.Model")
     graph = functional_graph(model, "`profile`")
     model_inputs = tree.flatten(graph.inputs)
     if input_shape is None:
@@ -195,12 +195,16 @@ def profile(model, input_shape=None):
     else:
         shapes = [input_shape] if len(model_inputs) == 1 else list(input_shape)
         if len(shapes) != len(model_inputs) or not all(_is_shape(s) for s in shapes):
-            raise ValueError(
-                f"Invalid value for argument `input_shape`: model '{model.name}' has "
-                f"{len(model_inputs)} input(s); pass one per-sample shape tuple per input "
-                f"(without the batch dimension). Received: input_shape={input_shape!r}"
+            raise _validation.invalid_value(
+                "input_shape",
+                f"model '{model.name}' has {len(model_inputs)} input(s); pass one per-sample shape tuple per "
+                "input (without the batch dimension)",
+                input_shape,
             )
-        specs = [keras.KerasTensor((None,) + tuple(s), dtype=i.dtype) for s, i in zip(shapes, model_inputs)]
+        specs = [
+            keras.KerasTensor((None,) + tuple(None if d is None else int(d) for d in s), dtype=i.dtype)
+            for s, i in zip(shapes, model_inputs)
+        ]
     rows = []
     _walk(graph, specs, "", rows, set())
     used = [tuple(spec.shape[1:]) for spec in specs]

@@ -131,7 +131,7 @@ def test_response_pca_with_data():
         (dict(ratio="half"), "ratio"),
         (dict(macs=10), "d'=1"),
         (dict(macs=-5), "macs"),
-        (dict(ratio=0.5, data=np.zeros((2, 12, 12, 3), "float32")), "Received a batch of shape"),
+        (dict(ratio=0.5, data=np.zeros((2, 12, 12, 3), "float32")), "Received: a batch of shape"),
         (dict(ratio=0.5, layers=["missing"]), "no layer 'missing'"),
     ],
 )
