@@ -56,6 +56,7 @@ import keras
 
 from keras_effconv import applications
 from keras_effconv._files import atomic_path
+from keras_effconv._files import pid_alive
 from keras_effconv import profile
 from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.datasets import DATASETS
@@ -266,7 +267,7 @@ _RUN_DIRS = ("checkpoints", "tensorboard", "backup")  # backup/: BackupAndRestor
 _CHECKPOINT_NAME = re.compile(r"epoch_(\d{3,})\.keras")
 # `atomic_path`'s temporary names, `.<name>.<pid>-<id>.tmp<ext>`, of the files above and the checkpoints.
 _TEMPORARY_NAME = re.compile(
-    r"\.(%s|epoch_\d{3,}\.keras)\.\d+-[0-9a-f]+\.tmp(\.[^.]*)?" % "|".join(map(re.escape, _RUN_FILES))
+    r"\.(?:%s|epoch_\d{3,}\.keras)\.(\d+)-[0-9a-f]+\.tmp(?:\.[^.]*)?" % "|".join(map(re.escape, _RUN_FILES))
 )
 
 
@@ -308,9 +309,11 @@ def _start_afresh(out_dir):
 
 
 def _remove_temporary_files(directory):
-    # Left by a process killed while writing a result or a checkpoint.
+    # Left by a process killed while writing a result or a checkpoint (all
+    # of them, not only those of the file `atomic_path` writes next).
     for name in os.listdir(directory):
-        if _TEMPORARY_NAME.fullmatch(name):
+        match = _TEMPORARY_NAME.fullmatch(name)
+        if match and (int(match.group(1)) == os.getpid() or not pid_alive(int(match.group(1)))):
             os.remove(os.path.join(directory, name))
 
 

@@ -172,8 +172,8 @@ def test_corrupt_checkpoint_and_leftover_backup_fall_back_to_newest_intact_check
         f.write(b"\x89HDF\r\n\x1a\n garbage")
     with open(os.path.join(out, "backup", "training_metadata.json"), "w") as f:
         f.write('{"epoch": ')
-    # A checkpoint a killed process was writing.
-    with open(os.path.join(out, "checkpoints", ".epoch_003.keras.1234-abcd1234.tmp.keras"), "wb") as f:
+    # A checkpoint a killed process was writing (a pid above Linux' largest).
+    with open(os.path.join(out, "checkpoints", ".epoch_003.keras.99999999-abcd1234.tmp.keras"), "wb") as f:
         f.write(data[:100])
     capfd.readouterr()
 
