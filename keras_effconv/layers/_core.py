@@ -356,9 +356,32 @@ def sample_window_centres(x, kernel_size, strides, padding, dilation_rate, data_
 
 
 def add_bias(x, bias, data_format):
+    """`x` plus a per-channel `bias` on the channel axis of `data_format`.
+
+    channels_first subtracts the negated bias: Keras' TensorFlow `ops.add`
+    turns an add of a `(1, C, 1, 1)` tensor into `tf.nn.bias_add` and picks
+    NHWC whenever the last axis (the width) happens to equal C, which puts the
+    bias on the wrong axis (keras.layers.Conv2D has the same bug);
+    `ops.subtract` has no such heuristic, and negation is exact.
+    """
     if data_format == "channels_last":
         return ops.add(x, bias)
-    return ops.add(x, ops.reshape(bias, (1, -1, 1, 1)))
+    return ops.subtract(x, ops.reshape(ops.negative(bias), (1, -1, 1, 1)))
+
+
+def depth_to_space(x, block_size, data_format):
+    """Moves channel blocks to space with ONE channel order on every backend.
+
+    Input channel `(a * block_size + b) * C + c` becomes output channel `c` at
+    row offset `a`, column offset `b`, for both data formats (Keras'
+    channels_last order). Keras' own `ops.depth_to_space` uses another order
+    for channels_first on TensorFlow than on JAX and torch, so channels_first
+    goes through channels_last here.
+    """
+    if data_format == "channels_last":
+        return ops.depth_to_space(x, block_size, data_format="channels_last")
+    y = ops.depth_to_space(ops.transpose(x, (0, 2, 3, 1)), block_size, data_format="channels_last")
+    return ops.transpose(y, (0, 3, 1, 2))
 
 
 def ceil_div(a, b):

@@ -125,6 +125,20 @@ class FactorizedUnitForm:
     residual: bool
 
 
+def _project(projection, x):
+    """Applies a projection sub-layer, adding a dense projection's bias with `_core.add_bias`.
+
+    keras' Conv2D adds a channels_first bias with `ops.add`, which TensorFlow
+    applies on the width axis whenever the width equals `filters`.
+    """
+    if isinstance(projection, TopologicalProjection):
+        return projection(x)
+    y = projection.convolution_op(x, projection.kernel)
+    if projection.use_bias:
+        y = _core.add_bias(y, projection.bias, projection.data_format)
+    return y
+
+
 def _projection_weights(projection):
     """(dense `(1, 1, C_in, filters)` kernel, bias or None) of a Conv2D or TopologicalProjection."""
     kernel = projection.dense_kernel() if isinstance(projection, TopologicalProjection) else projection.kernel
@@ -234,7 +248,7 @@ class TopologicalProjection(EfficientConv2D):
         self.kernel = self._add_kernel("kernel", (1, 1, rows, self.filters))
         rank = np.cumsum(connected, axis=0) - 1
         cols = np.broadcast_to(np.arange(self.filters), connected.shape)
-        self._dense_map = np.where(connected, rank * self.filters + cols, -1).reshape(
+        self._dense_map = np.where(connected, rank * self.filters + cols, -1).astype(np.int32).reshape(
             1, 1, input_channels, self.filters
         )
         self.connectivity = connected
@@ -386,18 +400,15 @@ class SpatialBottleneck(EfficientConv2D):
     def _convolve(self, inputs):
         df = self.data_format
         y = _core.depthwise_conv(inputs, self.depthwise_kernel, strides=2, padding="same", data_format=df)
-        y = self.projection(y)
-        # Per-channel 2x2 stride-2 transposed conv == scale 4 copies + depth_to_space.
-        # Keras' depth_to_space reads channel (a*2 + b)*C + c for channels_last
-        # and c*4 + a*2 + b for channels_first.
+        y = _project(self.projection, y)
+        # Per-channel 2x2 stride-2 transposed conv == scale 4 copies + depth_to_space,
+        # whose input channel (a*2 + b)*C + c lands at offset (a, b) in both formats.
+        scale = ops.reshape(self.upsample_kernel, (4 * self.filters,))
         if df == "channels_first":
-            scale = ops.transpose(self.upsample_kernel, (2, 0, 1))
-            scale = ops.reshape(scale, (1, 4 * self.filters, 1, 1))
-            y = ops.repeat(y, 4, axis=1) * scale
+            y = ops.tile(y, (1, 4, 1, 1)) * ops.reshape(scale, (1, 4 * self.filters, 1, 1))
         else:
-            scale = ops.reshape(self.upsample_kernel, (4 * self.filters,))
             y = ops.tile(y, (1, 1, 1, 4)) * scale
-        y = ops.depth_to_space(y, 2, data_format=df)
+        y = _core.depth_to_space(y, 2, df)
         height, width = _core.spatial_dims(inputs.shape, df)
         if height is None or width is None:
             shape = ops.shape(inputs)
@@ -613,7 +624,7 @@ class FactorizedConv2D(EfficientConv2D):
                 y = block(x)
             else:
                 kwargs = self._conv_kwargs() if first else inner
-                y = block(_core.depthwise_conv(x, depthwise, **kwargs))
+                y = _project(block, _core.depthwise_conv(x, depthwise, **kwargs))
             if residual:
                 y = y + x
             x = y

@@ -1,6 +1,7 @@
 """HetConv: heterogeneous kernel-based convolution (Singh et al., CVPR 2019)."""
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -158,48 +159,64 @@ class HetConv2D(EfficientConv2D):
             self.pointwise_kernel = self._add_kernel(
                 "pointwise_kernel", (1, 1, input_channels - c_group, self.filters)
             )
-        self._index_maps(input_channels)
 
-    def _index_maps(self, c_in):
-        """Precomputes gather maps from compact weights to dense kernels."""
-        part, n = self.part, self.filters
+    # Gather maps from the compact weights to dense kernels, made on first use
+    # and stored as int32: a layer holds only the maps its execution form needs
+    # (building keeps within about the memory of a Conv2D of the same size).
+
+    def _compact_rows(self):
+        """`(C_in, filters)`: row of input `i` in filter `j`'s compact 1x1 weights, -1 on k x k positions."""
+        part, c_in, n = self.part, self.input_channels, self.filters
+        i = np.arange(c_in, dtype=np.int32)[:, None]
+        r = (np.arange(n, dtype=np.int32) % part)[None, :]
+        # Filter j skips the channels i = r + part*u (its k x k ones): those before i are counted out.
+        skipped_before = np.where(i >= r, (i - r) // part + 1, 0)
+        rows = i - skipped_before
+        return np.where((i - r) % part == 0, -1, rows).astype(np.int32)
+
+    def _kernel_size(self):
         kh, kw = self.kernel_size
-        cg, ng = c_in // part, n // part
-        kernel_size = kh * kw * cg * n
-        # Row of filter j's compact 1x1 weights for each input channel i.
-        compact_row = np.full((c_in, n), -1, dtype=np.int64)
-        for j in range(n):
-            rows = [i for i in range(c_in) if (i - j) % part]
-            compact_row[rows, j] = np.arange(len(rows))
-        in_order, out_order = self._class_orders(c_in)
-        # 1x1 kernel in class order (rows and columns), zeros on k x k positions.
-        rows_c = compact_row[in_order][:, out_order]
-        self._pointwise_class_map = np.where(
-            rows_c >= 0, kernel_size + rows_c * n + out_order[None, :], -1
-        ).reshape(1, 1, c_in, n)
-        # Per output class r: 1x1 weights over the other classes' channels.
-        self._pointwise_per_class_maps = []
+        return kh * kw * (self.input_channels // self.part) * self.filters
+
+    @functools.cached_property
+    def _pointwise_class_map(self):
+        """The 1x1 kernel in class order (rows and columns), zeros on k x k positions."""
+        n = self.filters
+        in_order, out_order = self._class_orders(self.input_channels)
+        rows_c = self._compact_rows()[in_order][:, out_order]
+        index = np.where(rows_c >= 0, self._kernel_size() + rows_c * n + out_order[None, :], -1)
+        return index.astype(np.int32).reshape(1, 1, self.input_channels, n)
+
+    @functools.cached_property
+    def _pointwise_per_class_maps(self):
+        """Per output class r: the 1x1 weights over the other classes' channels only."""
+        part, n = self.part, self.filters
+        cg, ng = self.input_channels // part, n // part
+        in_order, out_order = self._class_orders(self.input_channels)
+        compact = self._compact_rows()
+        maps = []
         for r in range(part):
             cols = out_order[r * ng : (r + 1) * ng]
-            other = np.concatenate(
-                [in_order[s * cg : (s + 1) * cg] for s in range(part) if s != r]
-            ) if part > 1 else np.zeros((0,), dtype=np.int64)
-            m = compact_row[other][:, cols]
-            self._pointwise_per_class_maps.append(
-                (kernel_size + m * n + cols[None, :]).reshape(1, 1, len(other), ng)
-            )
-        # Dense equivalent kernel (natural channel order).
-        dense = np.full((kh, kw, c_in, n), -1, dtype=np.int64)
+            other = np.concatenate([in_order[s * cg : (s + 1) * cg] for s in range(part) if s != r])
+            index = self._kernel_size() + compact[other][:, cols] * n + cols[None, :]
+            maps.append(index.astype(np.int32).reshape(1, 1, len(other), ng))
+        return maps
+
+    def _dense_map(self):
+        """Index map of the dense equivalent kernel (natural channel order); made per call, not kept."""
+        part, n, c_in = self.part, self.filters, self.input_channels
+        kh, kw = self.kernel_size
+        cg, ng = c_in // part, n // part
+        dense = np.full((kh, kw, c_in, n), -1, dtype=np.int32)
         a, b, u, col = np.meshgrid(
-            np.arange(kh), np.arange(kw), np.arange(cg), np.arange(n), indexing="ij"
+            np.arange(kh), np.arange(kw), np.arange(cg), np.arange(n), indexing="ij", sparse=True
         )
-        r = col // ng
-        t = col % ng
+        r, t = col // ng, col % ng
         dense[a, b, r + part * u, r + part * t] = ((a * kw + b) * cg + u) * n + col
-        centre = (kh // 2, kw // 2)
-        ii, jj = np.nonzero(compact_row >= 0)
-        dense[centre[0], centre[1], ii, jj] = kernel_size + compact_row[ii, jj] * n + jj
-        self._dense_map = dense
+        compact = self._compact_rows()
+        ii, jj = np.nonzero(compact >= 0)
+        dense[kh // 2, kw // 2, ii, jj] = self._kernel_size() + compact[ii, jj] * n + jj
+        return dense
 
     def _convolve(self, inputs):
         part, df = self.part, self.data_format
@@ -259,7 +276,7 @@ class HetConv2D(EfficientConv2D):
             ValueError: if the layer is not built.
         """
         self._require_built()
-        return self._to_float32(_core.gather_from_parts(self._weights(), self._dense_map))
+        return self._to_float32(_core.gather_from_parts(self._weights(), self._dense_map()))
 
     def _weights(self):
         if self.pointwise_kernel is None:

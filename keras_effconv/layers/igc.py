@@ -1,6 +1,7 @@
 """IGCV1: interleaved group convolutions (Zhang et al., ICCV 2017)."""
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -153,25 +154,28 @@ class InterleavedGroupConv2D(EfficientConv2D):
         self.secondary_kernel = self._add_kernel(
             "secondary_kernel", (1, 1, l, self.filters)
         )
-        self._index_maps(input_channels)
 
-    def _index_maps(self, c_in):
+    @functools.cached_property
+    def _secondary_map(self):
+        """Secondary with both interleaves folded: `S[a*M + j, f*M + j] = W[a, j*F + f]` (int32)."""
         l, m, n = self.primary_groups, self._m, self.filters
         f_per = n // m
+        a, j, f = np.meshgrid(np.arange(l), np.arange(m), np.arange(f_per), indexing="ij", sparse=True)
+        secondary = np.full((l * m, n), -1, dtype=np.int32)
+        secondary[a * m + j, f * m + j] = a * n + j * f_per + f
+        return secondary.reshape(1, 1, l * m, n)
+
+    def _primary_map(self):
+        """Block-diagonal dense primary kernel's index map; made per `dense_kernel()` call, not kept."""
+        l, m, c_in = self.primary_groups, self._m, self.input_channels
         kh, kw = self.kernel_size
         cg = c_in // l
-        # Secondary with both interleaves folded: S[a*M + j, f*M + j] = W[a, j*F + f].
-        a, j, f = np.meshgrid(np.arange(l), np.arange(m), np.arange(f_per), indexing="ij")
-        secondary = np.full((l * m, n), -1, dtype=np.int64)
-        secondary[a * m + j, f * m + j] = a * n + j * f_per + f
-        self._secondary_map = secondary.reshape(1, 1, l * m, n)
-        # Block-diagonal dense primary kernel.
-        primary = np.full((kh, kw, c_in, l * m), -1, dtype=np.int64)
+        primary = np.full((kh, kw, c_in, l * m), -1, dtype=np.int32)
         hh, ww, u, g = np.meshgrid(
-            np.arange(kh), np.arange(kw), np.arange(cg), np.arange(l * m), indexing="ij"
+            np.arange(kh), np.arange(kw), np.arange(cg), np.arange(l * m), indexing="ij", sparse=True
         )
         primary[hh, ww, (g // m) * cg + u, g] = ((hh * kw + ww) * cg + u) * (l * m) + g
-        self._primary_map = primary
+        return primary
 
     def _convolve(self, inputs):
         df = self.data_format
@@ -209,7 +213,7 @@ class InterleavedGroupConv2D(EfficientConv2D):
             ValueError: if the layer is not built.
         """
         self._require_built()
-        primary = _core.gather_from_parts([self.primary_kernel], self._primary_map)
+        primary = _core.gather_from_parts([self.primary_kernel], self._primary_map())
         secondary = _core.gather_from_parts([self.secondary_kernel], self._secondary_map)
         return self._to_float32(
             ops.einsum("hwig,go->hwio", primary, ops.reshape(secondary, secondary.shape[2:]))

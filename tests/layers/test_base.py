@@ -69,18 +69,21 @@ def test_unknown_batch_and_spatial_sizes(name, rng):
         assert y.shape == layer.compute_output_shape(x.shape)
 
 
-@pytest.mark.skipif(BACKEND == "tensorflow", reason="TF-CPU has no channels_first convs (as in Keras' own tests)")
+# Widths 8, 16 and 24 make the output width equal `filters` for every case (stride 1 or 2,
+# 8 or 12 filters): where Keras' TensorFlow `ops.add` used to put a channels_first bias on
+# the width axis.
+@pytest.mark.parametrize("width", [8, 16, 24])
 @pytest.mark.parametrize("name", NAMES)
-def test_channels_first_equals_channels_last(name, rng):
-    last = built(name, rng)
+def test_channels_first_equals_channels_last(name, width, rng):
+    last = built(name, rng, shape=(2, 9, width, INPUT_CHANNELS))
     first = make(name, data_format="channels_first")
-    first.build((2, INPUT_CHANNELS, 9, 10))
+    first.build((2, INPUT_CHANNELS, 9, width))
     first.set_weights(last.get_weights())
-    x = rng.standard_normal((2, 9, 10, INPUT_CHANNELS)).astype("float32")
+    x = rng.standard_normal((2, 9, width, INPUT_CHANNELS)).astype("float32")
     y_last = reference.to_numpy(last(x))
     y_first = reference.to_numpy(first(np.transpose(x, (0, 3, 1, 2))))
     assert_close(np.transpose(y_first, (0, 2, 3, 1)), y_last)
-    assert first.compute_output_shape((None, INPUT_CHANNELS, 9, 10))[1:] == (
+    assert first.compute_output_shape((None, INPUT_CHANNELS, 9, width))[1:] == (
         y_first.shape[1:]
     )
 
