@@ -115,3 +115,49 @@ class DepthToSpace(keras.layers.Layer):
         config = super().get_config()
         config["block_size"] = self.block_size
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class SpatialSubsample(keras.layers.Layer):
+    """Every `strides`-th row and column, `inputs[:, ::sh, ::sw, :]` (channels_last).
+
+    LiteRT runs it as one STRIDED_SLICE. The rewrite puts it in front of a
+    `1 x 1` convolution with stride > 1 on the GPU target, whose GPU delegate
+    computes int8 strided `1 x 1` convolutions as if the stride were 1.
+
+    Args:
+        strides: int or pair of ints >= 1.
+
+    Returns:
+        A layer mapping `(B, H, W, C)` to `(B, ceil(H / sh), ceil(W / sw), C)`.
+
+    Raises:
+        ValueError: if `strides` is not a positive int or pair of them.
+
+    Example:
+
+    >>> tuple(SpatialSubsample(2)(keras.ops.ones((1, 5, 4, 3))).shape)
+    (1, 3, 2, 3)
+    """
+
+    def __init__(self, strides, **kwargs):
+        super().__init__(**kwargs)
+        self.strides = _validation.normalize_tuple(strides, 2, "strides")
+
+    def call(self, inputs):
+        sh, sw = self.strides
+        return inputs[:, ::sh, ::sw, :]
+
+    def compute_output_shape(self, input_shape):
+        batch, h, w, c = input_shape
+        sh, sw = self.strides
+        return (batch, None if h is None else -(-h // sh), None if w is None else -(-w // sw), c)
+
+    def compute_macs(self, input_shape):
+        """A copy: 0 multiply-accumulates."""
+        return 0
+
+    def get_config(self):
+        config = super().get_config()
+        config["strides"] = self.strides
+        return config

@@ -397,12 +397,16 @@ def _verify(report, model, tmp_path, input_shapes, data, quantization):
         else:
             inputs = [np.concatenate(parts) for parts in zip(*batches)]
         tolerance = (QUANTIZED_GPU_TOLERANCE if quantized else GPU_TOLERANCE) * max(1.0, scale)
+        reference = None
+        if quantized and len(expected[0]) == 1:
+            reference = keras.ops.convert_to_numpy(model.predict(inputs[0], batch_size=input_shapes[0][0], verbose=0))
         check = gpu_check.check_gpu(
             tmp_path,
             inputs=inputs,
             tolerance=tolerance,
             metric="top1" if quantized else "max_abs",
             min_agreement=GPU_MIN_AGREEMENT,
+            reference=reference,
         )
         report.gpu_check = check
         if not check.static_ok:

@@ -31,6 +31,7 @@ import keras
 
 from keras_effconv import _model_graph
 from keras_effconv.export._layers import ChannelGather
+from keras_effconv.export._layers import SpatialSubsample
 from keras_effconv.export.rules import LoweringCall
 from keras_effconv.export.rules import rule_for
 
@@ -203,6 +204,11 @@ class Rewriter:
         kh, kw, in_per_group, out_channels = kernel.shape
         groups = x.shape[-1] // in_per_group
         out_per_group = out_channels // groups
+        if (kh, kw) == (1, 1) and strides not in (1, (1, 1)) and self.target == "gpu":
+            # LiteRT's GPU delegate runs an int8 1x1 CONV_2D with stride > 1 as if its stride
+            # were 1 (measured on the WebGPU accelerator): subsample first (a STRIDED_SLICE).
+            x = self.emit(SpatialSubsample(strides, name=self.name(f"{name}_subsample")), x)
+            strides, padding = 1, "valid"
         common = dict(strides=strides, padding=padding, dilation_rate=dilation_rate, dtype="float32")
         if groups > 1 and in_per_group == 1:
             dw = kernel.reshape(kh, kw, groups, out_per_group)

@@ -1,6 +1,5 @@
 """check_gpu: static rules from the flatbuffer, and the GPU-only run."""
 
-import os
 
 import numpy as np
 import pytest
@@ -142,25 +141,31 @@ def _int8_model(kernel):
     return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="two conversions, on the TF test run")
-def test_int8_gpu_export_fails_naming_the_op_the_gpu_computes_wrongly(tmp_path):
-    from keras_effconv.export import ExportError
-
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="three conversions, on the TF test run")
+def test_int8_strided_1x1_conv_is_named_and_avoided_on_the_gpu_target(tmp_path):
     data = np.random.default_rng(0).uniform(0, 1, (200, 16, 16, 8)).astype("float32")
     # LiteRT's GPU accelerator computes an int8 1x1 CONV_2D with stride 2 as
-    # if its stride were 1 (DESIGN.md §5): the export must fail, naming it.
-    path = tmp_path / "m.tflite"
-    try:
-        report = export_litert(_int8_model(1), path, quantization="int8", representative_data=data)
-    except ExportError as error:
-        message = str(error)
+    # if its stride were 1 (DESIGN.md §5). The CPU target keeps that op: the
+    # GPU check of such a file fails and names it.
+    cpu_path = tmp_path / "cpu.tflite"
+    export_litert(_int8_model(1), cpu_path, quantization="int8", representative_data=data, target="cpu")
+    check = check_gpu(cpu_path, inputs=[data])
+    if check.run_status == "skipped":
+        assert check.run_reason and not REQUIRE_GPU_RUN, check.run_reason
+    else:
+        message = check.failure()
         print("\n" + message)
-        assert message.startswith("GPU check failed: top-1 agreement with the CPU interpreter")
+        assert check.run_status == "failed" and check.metric == "top1"
+        assert message.startswith("top-1 agreement with the CPU interpreter")
         assert "op #1 CONV_2D 1x1 stride 2 (int8, (1, 16, 16, 8) -> (1, 8, 8, 16)) " in message
         assert "quantization steps" in message
-        assert os.listdir(tmp_path) == []
-    else:
-        assert report.gpu_check.run_status == "skipped" and not REQUIRE_GPU_RUN, report.gpu_check.summary()
+    # The GPU target subsamples first (a STRIDED_SLICE), so the same model passes there.
+    path = tmp_path / "m.tflite"
+    report = export_litert(_int8_model(1), path, quantization="int8", representative_data=data)
+    assert report.ops.get("STRIDED_SLICE") and path.exists()
+    if report.gpu_check.run_status != "skipped" or REQUIRE_GPU_RUN:
+        assert report.gpu_check.run_status == "passed", report.gpu_check.summary()
+        assert report.gpu_check.agreement >= 0.99
     # A 3x3 stride-2 convolution is right on the GPU: top-1 agreement passes
     # where a 1e-3 tolerance would refuse the rounding steps of int8.
     report = export_litert(_int8_model(3), path, quantization="int8", representative_data=data)
