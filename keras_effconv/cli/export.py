@@ -70,7 +70,7 @@ def calibration_images(name, input_shape, count=CALIBRATION_SAMPLES, seed=0, spl
 def _export_command(args):
     from keras_effconv._files import check_output_path
     from keras_effconv._files import load_keras_model
-    from keras_effconv.export.litert import GPU_SAMPLES
+    from keras_effconv.export.verification import GPU_SAMPLES
     from keras_effconv.export.litert import export_litert
 
     # Before loading anything: a bad --out must not cost a conversion.

@@ -17,15 +17,15 @@ from keras_effconv.export._layers import ChannelGather
 from keras_effconv.export._layers import DepthToSpace
 from keras_effconv.export.gpu_check import GpuCheckReport
 from keras_effconv.export.gpu_check import check_gpu
-from keras_effconv.export.gpu_check import inspect_tflite
 from keras_effconv.export.inference import TARGETS
 from keras_effconv.export.inference import optimize_for_inference
 from keras_effconv.export.litert import QUANTIZATIONS
-from keras_effconv.export.litert import ExportError
 from keras_effconv.export.litert import ExportReport
 from keras_effconv.export.litert import export_litert
 from keras_effconv.export.qat import QatReport
 from keras_effconv.export.qat import quantization_aware_training
+from keras_effconv.export.tflite_file import inspect_tflite
+from keras_effconv.export.verification import ExportError
 from keras_effconv.export.rewriter import Term
 from keras_effconv.export.rewriter import Value
 from keras_effconv.export.rules import LoweringCall

@@ -24,10 +24,10 @@ from keras_effconv._model_graph import nodes_in_order
 from keras_effconv._model_graph import producer
 from keras_effconv._subprocess import WorkerError
 from keras_effconv._subprocess import run_worker
-from keras_effconv.export import gpu_check
+from keras_effconv.export.tflite_file import inspect_tflite
 from keras_effconv.export.inference import optimize_for_inference
-from keras_effconv.export.litert import ExportError
-from keras_effconv.export.litert import _interpreter_outputs
+from keras_effconv.export.verification import ExportError
+from keras_effconv.export.verification import interpreter_outputs
 
 
 @dataclasses.dataclass
@@ -211,7 +211,7 @@ def quantization_aware_training(
                 )
             except WorkerError as error:
                 raise ExportError(str(error)) from None
-            info = gpu_check.inspect_tflite(tmp_path)
+            info = inspect_tflite(tmp_path)
             if info["flex_ops"] or info["custom_ops"]:
                 raise ExportError(f"the QAT model uses Flex/custom ops {info['flex_ops'] + info['custom_ops']}")
             report = QatReport(
@@ -233,7 +233,7 @@ def _validate(report, model, tmp_path, validation_data, batch):
     x_val = np.asarray(x_val, dtype="float32")
     count = len(x_val) - len(x_val) % batch
     batches = [[x_val[i : i + batch]] for i in range(0, count, batch)]
-    int8 = np.concatenate([np.argmax(out[0], axis=-1) for out in _interpreter_outputs(tmp_path, batches)])
+    int8 = np.concatenate([np.argmax(out[0], axis=-1) for out in interpreter_outputs(tmp_path, batches)])
     float_ = np.argmax(keras.ops.convert_to_numpy(model.predict(x_val[:count], verbose=0)), axis=-1)
     report.samples = int(count)
     report.agreement = float(np.mean(int8 == float_))

@@ -21,13 +21,13 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 _SCRIPT = """
 import sys, time
 import keras
-from keras_effconv.export import export_litert, litert
+from keras_effconv.export import export_litert, verification
 out, slow_verify, marker = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
 if slow_verify:
     def _verify(*args):
         open(marker, "w").close()
         time.sleep(120)
-    litert._verify = _verify
+    verification.verify = _verify
 inputs = keras.Input((8, 8, 3))
 x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
 model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(x))

@@ -17,6 +17,7 @@ from keras_effconv.applications import EffResNet50
 from keras_effconv.export import ExportError
 from keras_effconv.export import export_litert
 from keras_effconv.export import litert
+from keras_effconv.export import verification
 
 TF_ONLY = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -98,7 +99,7 @@ def test_failed_export_keeps_existing_file(tmp_path, monkeypatch):
         export_litert(bad, path)
     assert path.read_bytes() == b"previous good model"
     # A conversion that fails verification after writing its temporary file.
-    monkeypatch.setattr(litert, "FLOAT32_TOLERANCE", -1.0)
+    monkeypatch.setattr(verification, "FLOAT32_TOLERANCE", -1.0)
     with pytest.raises(ExportError, match="differs from Keras"):
         export_litert(_tiny(), path, target="cpu")
     assert path.read_bytes() == b"previous good model"
@@ -197,18 +198,18 @@ def test_nan_in_outputs_fails_verification(target, side, tmp_path, monkeypatch):
     path.write_bytes(b"previous good model")
     model = randomize_statistics(_tiny())
     if side == "litert":
-        real = litert._interpreter_outputs
+        real = verification.interpreter_outputs
 
         def one_nan(tflite_path, batches):
             outputs = real(tflite_path, batches)
             outputs[2][0].flat[1] = np.nan
             return outputs
 
-        monkeypatch.setattr(litert, "_interpreter_outputs", one_nan)
+        monkeypatch.setattr(verification, "interpreter_outputs", one_nan)
         expected = r"^the LiteRT interpreter's outputs are not finite: output 0 has 1 NaN/inf of 12 values"
     else:
         # Finite weights that still give NaN (here: the weight check skipped).
-        monkeypatch.setattr(litert, "_check_finite_weights", lambda model: None)
+        monkeypatch.setattr(verification, "check_finite_weights", lambda model: None)
         _with_nan_weight(model)
         expected = r"^the Keras model's outputs are not finite .*: output 0 has 12 NaN/inf of 12 values"
     with pytest.raises(ExportError, match=expected):
