@@ -1,6 +1,5 @@
 """check_gpu: static rules from the flatbuffer, and the GPU-only run."""
 
-
 import numpy as np
 import pytest
 
