@@ -473,9 +473,11 @@ class FactorizedConv2D(EfficientConv2D):
 
     One SIC unit: depthwise `k x k` convolution (one kernel per channel) ->
     linear `1 x 1` channel projection (+ bias) -> `+ input` when the shapes
-    match -> `activation`. `num_units` units run one after another; the first
-    carries the layer's strides, padding and dilation and the change from
-    `C_in` to `filters` channels, the others use stride 1 and `"same"`.
+    match (`filters` channels in and out, stride 1, and "same" padding or a
+    `1 x 1` kernel) -> `activation`. `num_units` units run one after
+    another; the first carries the layer's strides, padding and dilation and
+    the change from `C_in` to `filters` channels, the others use stride 1 and
+    `"same"`.
 
     With `topology={"grid": (d1, d2), "window": (c1, c2)}` every projection is
     a `TopologicalProjection`. With `spatial_bottleneck=True` every unit of
@@ -557,14 +559,21 @@ class FactorizedConv2D(EfficientConv2D):
         self.spatial_bottleneck = bool(spatial_bottleneck)
 
     def _unit_plan(self, input_channels):
-        """Per unit: (input channels, strided?, bottleneck?, residual?)."""
+        """Per unit: (input channels, first?, bottleneck?, residual?).
+
+        A unit adds its input when it keeps the shape for every input size:
+        `filters` channels in and out, stride 1, and "same" padding or a
+        `1 x 1` kernel (with which "valid" changes nothing). Bottleneck units
+        are those of stride 1 and "same" padding.
+        """
+        keeps_size = self.strides == (1, 1) and (self.padding == "same" or self.kernel_size == (1, 1))
         plan = []
         for u in range(self.num_units):
             c = input_channels if u == 0 else self.filters
             first = u == 0
             regular_geometry = not first or (self.strides == (1, 1) and self.padding == "same")
             bottleneck = self.spatial_bottleneck and regular_geometry
-            residual = c == self.filters and regular_geometry
+            residual = c == self.filters and (not first or keeps_size)
             plan.append((c, first, bottleneck, residual))
         return plan
 

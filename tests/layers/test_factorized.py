@@ -145,3 +145,16 @@ def test_bad_arguments(factory, match):
 def test_grid_must_divide_input_channels():
     with pytest.raises(ValueError, match=r"grid=\(4, 4\).*input channels=24"):
         TopologicalProjection(16, grid=(4, 4), window=(3, 3)).build((None, 4, 4, 24))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_one_by_one_unit_adds_its_input_with_either_padding(rng, padding):
+    # Found by fuzzing (issue 17): with a 1x1 kernel "valid" keeps the shape too, so the
+    # unit adds its input as documented; it used to do so only with "same".
+    layer = FactorizedConv2D(8, 1, padding=padding, num_units=1, use_bias=False, kernel_initializer="zeros")
+    x = rng.standard_normal((2, 5, 7, 8)).astype("float32")
+    assert_close(reference.to_numpy(layer(x)), x, atol=0)
+    assert layer.inference_form()[0].residual
+    strided = FactorizedConv2D(8, 1, strides=2, padding=padding, num_units=1, kernel_initializer="zeros")
+    strided.build(x.shape)
+    assert not strided.inference_form()[0].residual
