@@ -214,3 +214,40 @@ def obtain_input_shape(input_shape, default_size, min_size, data_format, require
         require_flatten=require_flatten,
         weights=None,
     )
+
+
+def copy_layer(layer, config, purpose, model):
+    """`layer.__class__.from_config(config)`, saying what to do when Keras refuses a Lambda layer.
+
+    Keras re-creates a `Lambda` layer whose function is Python code (a
+    `lambda` or a local function) only with unsafe deserialization enabled,
+    and its message then advises passing `safe_mode=False` "to the loading
+    function", which does not apply to a copy made in memory. This names the
+    layer and says how to make the model copyable instead.
+
+    Args:
+        layer: the layer to copy.
+        config: the config to create the copy from (usually
+            `layer.get_config()`, possibly edited).
+        purpose: what copies the model, for the message (e.g. "`convert`").
+        model: the model being copied, for the message.
+
+    Returns:
+        The new layer.
+
+    Raises:
+        ValueError: for a Lambda layer that Keras will not re-create.
+    """
+    try:
+        return layer.__class__.from_config(config)
+    except Exception:  # noqa: BLE001 - re-raised as is unless it is the Lambda refusal
+        if not isinstance(layer, keras.layers.Lambda):
+            raise
+    raise ValueError(
+        f"{purpose} rebuilds model '{model.name}' layer by layer from their configs, and Keras "
+        f"does not re-create its Lambda layer '{layer.name}' from its config: the layer's function is "
+        "Python code (a lambda or a local function), which Keras refuses to deserialize in safe mode. "
+        f"Replace '{layer.name}' by a built-in Keras layer, or by a small layer class registered with "
+        "`keras.saving.register_keras_serializable()` whose `call` does the same with `keras.ops`, "
+        f"then call {purpose} again."
+    ) from None

@@ -6,6 +6,7 @@ import keras
 
 from keras_effconv import _validation
 from keras_effconv._model_graph import all_layers
+from keras_effconv._model_graph import copy_layer
 from keras_effconv._model_graph import functional_graph
 from keras_effconv.applications.conv_types import ConvReplacer
 
@@ -121,7 +122,7 @@ def convert(model, conv="hetconv", conv_config=None, layers=None):
             replacement = replacer.replacement(layer, _channels_shape(layer))
             if replacement is not None:
                 return replacement
-        clone = layer.__class__.from_config(layer.get_config())
+        clone = copy_layer(layer, layer.get_config(), "`convert`", model)
         copies.append((layer, clone))
         return clone
 

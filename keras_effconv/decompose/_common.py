@@ -24,6 +24,12 @@ def ineligibility(layer):
 
 def select_layers(model, layers):
     """The Conv2D layers to decompose, validated (order: `model.layers`, depth first)."""
+    selected = _select(model, layers)
+    check_finite_weights(model, selected)
+    return selected
+
+
+def _select(model, layers):
     leaves = _graph.leaf_layers(model)
     eligible = [layer for layer in leaves if ineligibility(layer) is None]
     if layers is None:
@@ -78,6 +84,34 @@ def select_layers(model, layers):
         if all(matches[0] is not s for s in selected):
             selected.append(matches[0])
     return selected
+
+
+def check_finite_weights(model, layers):
+    """Refuses layers whose weights hold NaN or inf (the SVD would fail with "SVD did not converge")."""
+    for layer in layers:
+        for weight in layer.weights:
+            values = _stats.to_numpy(weight)
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            if bad:
+                raise _validation.invalid_value(
+                    "model",
+                    f"expected finite weights in the layers to decompose, but the weights of layer '{layer.name}' "
+                    f"contain NaN or inf ({bad} of {values.size} values of '{weight.name}'; was it trained "
+                    "with a diverging loss?)",
+                    received=f"model '{model.name}'",
+                )
+
+
+def check_finite_statistics(layer, *arrays):
+    """Refuses NaN/inf statistics of `layer`'s inputs or outputs on the data."""
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise _validation.invalid_value(
+            "data",
+            f"expected finite inputs and outputs of layer '{layer.name}' on the data, but they contain NaN or inf: "
+            "the data is finite, so a layer before it produces them (check the weights of the earlier layers, "
+            "e.g. BatchNormalization moving statistics)",
+            received=f"data whose statistics at layer '{layer.name}' are not finite",
+        )
 
 
 def output_pixels(model, layers):

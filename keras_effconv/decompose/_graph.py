@@ -185,7 +185,7 @@ def _initializer_keys(layer, config):
     return keys
 
 
-def clone_layer(layer):
+def clone_layer(layer, purpose, model):
     """A fresh copy of `layer` from its config, built without random initialisation.
 
     Its weights are overwritten right after the build, so drawing random
@@ -193,13 +193,15 @@ def clone_layer(layer):
     kernel: seconds for a ResNet). The copy is created with "zeros"
     initializers and gets the original initializers back afterwards
     (`restore_initializers`), so its config equals the original's.
+    `purpose` and `model` name the operation and the model in the error
+    for a Lambda layer Keras will not re-create (`_model_graph.copy_layer`).
     """
     config = layer.get_config()
     keys = _initializer_keys(layer, config)
     if not keys:
-        return layer.__class__.from_config(config), ()
+        return _model_graph.copy_layer(layer, config, purpose, model), ()
     fast = dict(config, **{key: PlaceholderZeros() for key in keys})
-    return layer.__class__.from_config(fast), tuple((key, config[key]) for key in keys)
+    return _model_graph.copy_layer(layer, fast, purpose, model), tuple((key, config[key]) for key in keys)
 
 
 def restore_initializers(layer, initializers):
@@ -207,7 +209,7 @@ def restore_initializers(layer, initializers):
         setattr(layer, key, keras.initializers.get(value))
 
 
-def rebuild(model, replace):
+def rebuild(model, replace, purpose):
     """Rebuilds `model` with fresh layers, replacing some of them.
 
     Args:
@@ -215,6 +217,8 @@ def rebuild(model, replace):
         replace: callable `layer -> list of new layers or None`; `None`
             clones the layer and copies its weights, a list replaces it by
             that chain (their weights are the caller's job).
+        purpose: the public function rebuilding it, for error messages
+            (e.g. "`depthwise_decompose`").
 
     Returns:
         `(new_model, chains, order, calls)`: `chains` maps `id(old layer)` to
@@ -236,7 +240,7 @@ def rebuild(model, replace):
             else:
                 chain = replace(layer)
                 if chain is None:
-                    new, initializers = clone_layer(layer)
+                    new, initializers = clone_layer(layer, purpose, model)
                     copies.append((layer, new, initializers))
                     memo[key] = new
                 else:

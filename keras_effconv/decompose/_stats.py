@@ -113,6 +113,14 @@ class Batches:
                 f"batches must have shape {('batch',) + expected[1:]} to match the input of model '{self.model.name}'",
                 received=f"a batch of shape {tuple(x.shape)}",
             )
+        if np.issubdtype(x.dtype, np.floating):
+            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+            if bad:
+                raise _validation.invalid_value(
+                    self.name,
+                    "batches must contain finite values (no NaN or inf)",
+                    received=f"a batch of shape {tuple(x.shape)} with {bad} NaN/inf values",
+                )
 
     def __iter__(self):
         if self._array is not None:

@@ -212,7 +212,7 @@ def channel_decompose(
         )
         plans[id(conv)] = [reduce, expand]
 
-    new_model, chains, order, calls = _graph.rebuild(model, lambda layer: plans.get(id(layer)))
+    new_model, chains, order, calls = _graph.rebuild(model, lambda layer: plans.get(id(layer)), "`channel_decompose`")
     moments = _response_moments(model, order, calls, batches) if batches is not None else None
 
     entries = {}
@@ -230,6 +230,7 @@ def channel_decompose(
             new_bias = bias
         else:
             yy, sy, count = moments[id(conv)]
+            _common.check_finite_statistics(conv, yy, sy)
             second = yy / max(count, 1)
             mean = sy / max(count, 1)
             if conv.use_bias:

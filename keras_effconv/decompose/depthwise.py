@@ -175,6 +175,7 @@ def _fit_data(conv, chain, factors, model, new_model, calls, batches, positions_
             for po, pn in _stats.position_chunks([xo, xn], conv, positions_per_image, rng):
                 moments.add(pn, po @ w + bias)
     sigma, g, mean_x, mean_y = moments.centered(conv.use_bias)
+    _common.check_finite_statistics(conv, sigma, g, mean_x, mean_y)
     d, p = _block_descent(factors["blocks"], sigma, g, factors["d"], factors["p"], iterations)
     w_hat = np.einsum("mkr,mnr->mkn", d, p).reshape(w.shape)
     return d, p, mean_y - w_hat.T @ mean_x
@@ -323,7 +324,7 @@ def depthwise_decompose(
         factors[id(conv)] = {"blocks": blocks, "d": d, "p": p, "bias": bias, "chain": [dw, pw]}
 
     new_model, chains, order, calls = _graph.rebuild(
-        model, lambda layer: factors[id(layer)]["chain"] if id(layer) in factors else None
+        model, lambda layer: factors[id(layer)]["chain"] if id(layer) in factors else None, "`depthwise_decompose`"
     )
 
     def assign(conv, d, p, bias):

@@ -128,12 +128,66 @@ def _nested_graph(operation):
         return None
 
 
-def _walk(graph, inputs, prefix, rows, seen):
+def _spec_problem(operation, args):
+    """How the shapes of `args` break `operation.input_spec` (rank, fixed axes), or None.
+
+    `compute_output_spec` does not check the input spec (a layer call does),
+    so a `Conv2D` built for 16 channels would be counted on 3.
+    """
+    specs = getattr(operation, "input_spec", None)
+    if specs is None:
+        return None
+    specs = list(specs) if isinstance(specs, (list, tuple)) else [specs]
+    tensors = [t for t in tree.flatten(args) if hasattr(t, "shape")]
+    for spec, tensor in zip(specs, tensors):
+        if not isinstance(spec, keras.layers.InputSpec):
+            continue
+        shape = tuple(tensor.shape)
+        if spec.ndim is not None and not spec.allow_last_axis_squeeze and len(shape) != spec.ndim:
+            return f"expects rank-{spec.ndim} inputs (batch included) but would get shape {shape}"
+        if spec.min_ndim is not None and len(shape) < spec.min_ndim:
+            return f"expects inputs of rank >= {spec.min_ndim} but would get shape {shape}"
+        for axis, value in (spec.axes or {}).items():
+            if value is not None and -len(shape) <= axis < len(shape):
+                if shape[axis] is not None and shape[axis] != value:
+                    return f"expects axis {axis} of its input to be {value} but would get shape {shape}"
+        if spec.shape is not None and len(spec.shape) == len(shape):
+            for axis, (value, dim) in enumerate(zip(spec.shape, shape)):
+                if value is not None and dim is not None and value != dim:
+                    return f"expects axis {axis} of its input to be {value} but would get shape {shape}"
+    return None
+
+
+def _input_shape_error(model, input_shape, what):
+    """The error for an `input_shape` that does not fit `model`."""
+    model_shapes = [tuple(t.shape[1:]) for t in tree.flatten(model.inputs)]
+    model_shape = model_shapes[0] if len(model_shapes) == 1 else model_shapes
+    return _validation.invalid_value(
+        "input_shape",
+        f"model '{model.name}' has the per-sample input shape {model_shape} (None = any size), and {what}",
+        input_shape,
+    )
+
+
+def _walk(graph, inputs, prefix, rows, seen, check):
     def call(operation, /, *args, **kwargs):
         nested = _nested_graph(operation)
         if nested is not None:
-            return _walk(nested, args[0] if len(args) == 1 else args, f"{prefix}{operation.name}/", rows, seen)
-        outputs = operation.compute_output_spec(*args, **kwargs)
+            return _walk(
+                nested, args[0] if len(args) == 1 else args, f"{prefix}{operation.name}/", rows, seen, check
+            )
+        problem = _spec_problem(operation, args)
+        if problem is not None:
+            check(f"its layer '{prefix}{operation.name}' ({type(operation).__name__}) {problem}", None)
+        try:
+            outputs = operation.compute_output_spec(*args, **kwargs)
+        except ValueError as error:
+            check(
+                f"its layer '{prefix}{operation.name}' ({type(operation).__name__}) cannot take the "
+                f"shape {_shape(args)} it would get: {error}",
+                error,
+            )
+            raise
         first_call = id(operation) not in seen
         seen.add(id(operation))
         params = int(operation.count_params()) if first_call and hasattr(operation, "count_params") else 0
@@ -178,7 +232,9 @@ def profile(model, input_shape=None):
     Raises:
         TypeError: if `model` is not a `keras.Model`.
         ValueError: for a subclassed model, a wrong number of input shapes,
-            or unknown spatial sizes where a MAC count needs them.
+            an input shape whose rank or fixed sizes (e.g. the channels a
+            layer was built for) do not fit the model, or unknown spatial
+            sizes where a MAC count needs them.
 
     Example:
 
@@ -201,11 +257,26 @@ def profile(model, input_shape=None):
                 "input (without the batch dimension)",
                 input_shape,
             )
+        for shape, model_input in zip(shapes, model_inputs):
+            if len(shape) != len(model_input.shape) - 1:
+                raise _input_shape_error(
+                    model,
+                    input_shape,
+                    f"input_shape must have the same rank ({len(model_input.shape) - 1}, without the batch "
+                    f"dimension), not {len(shape)}",
+                )
         specs = [
             keras.KerasTensor((None,) + tuple(None if d is None else int(d) for d in s), dtype=i.dtype)
             for s, i in zip(shapes, model_inputs)
         ]
+
+    def check(what, error):
+        # Shapes given by the caller that the model cannot take are the caller's input_shape;
+        # the model's own shapes that fail are a problem of the model: its error stays as it is.
+        if input_shape is not None:
+            raise _input_shape_error(model, input_shape, what) from error
+
     rows = []
-    _walk(graph, specs, "", rows, set())
+    _walk(graph, specs, "", rows, set(), check)
     used = [tuple(spec.shape[1:]) for spec in specs]
     return Profile(model, used[0] if len(used) == 1 else used, rows)

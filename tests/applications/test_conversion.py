@@ -153,3 +153,14 @@ def test_a_recipe_that_replaces_nothing_is_an_error():
         applications.EffResNet50(conv="hetconv", conv_config={"part": 3})
     _, report = applications.convert(model, conv="standard")
     assert report.replaced == []
+
+
+def test_lambda_layer_is_named_with_what_to_do():
+    # Keras' own message advised `safe_mode=False` "to the loading function", which does not apply.
+    inputs = keras.Input((8, 8, 16))
+    x = keras.layers.Conv2D(16, 3, padding="same")(inputs)
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2, name="double")(x), name="net")
+    with pytest.raises(ValueError, match=r"`convert` rebuilds model 'net'.*Lambda layer 'double'") as error:
+        applications.convert(model, conv="hetconv")
+    assert "Replace 'double' by a built-in Keras layer" in str(error.value)
+    assert "loading function" not in str(error.value)

@@ -147,3 +147,16 @@ def test_macs_needs_known_spatial_size():
         channel_decompose(model, macs=1000)
     _, report = channel_decompose(model, ratio=0.5)
     assert report.layers[0].macs_before is None and report.model_macs_after is None
+
+
+def test_nan_weights_and_lambda_layers_are_named():
+    model = two_conv_model()
+    conv = model.get_layer("b")
+    conv.set_weights([np.full(conv.kernel.shape, np.nan, "float32"), conv.get_weights()[1]])
+    with pytest.raises(ValueError, match=r"weights of layer 'b' contain NaN or inf \(3456 of 3456 values"):
+        channel_decompose(model, ratio=0.5)
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Lambda(lambda t: t + 1, name="shift")(inputs)
+    lambda_model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(x))
+    with pytest.raises(ValueError, match=r"`channel_decompose`.*Lambda layer 'shift'.*Replace 'shift'"):
+        channel_decompose(lambda_model, ratio=0.5)

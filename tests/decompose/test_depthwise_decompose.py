@@ -468,3 +468,42 @@ def test_mixed_precision_model(rng):
     for r, e in zip(report.layers, expected.layers):
         assert abs(r.output_error - e.output_error) < 0.05, (r.output_error, e.output_error)
     assert tuple(new_model(data).shape) == (8, 6, 6, 4)
+
+
+def test_nan_or_inf_weights_name_the_layer(rng):
+    # Issue 17, finding 8: used to fail inside NumPy with "SVD did not converge".
+    model, conv = single_conv_model(4, 8, name="spatial")
+    kernel, bias = conv.get_weights()
+    kernel[0, 0, 0, 0], kernel[1, 2, 3, 4] = np.nan, np.inf
+    conv.set_weights([kernel, bias])
+    for method, data in (("svd", None), ("data", random_input(rng, model, 4))):
+        with pytest.raises(
+            ValueError, match=r"weights of layer 'spatial' contain NaN or inf \(2 of 288 values of 'kernel'"
+        ):
+            depthwise_decompose(model, method=method, data=data)
+
+
+def test_nan_in_data_or_earlier_layers_is_named(rng):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization(name="norm")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="spatial")(x))
+    data = rng.standard_normal((4, 8, 8, 3)).astype("float32")
+    bad = data.copy()
+    bad[1, 2, 3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"finite values.*Received: a batch of shape \(4, 8, 8, 3\) with 1 NaN/inf"):
+        depthwise_decompose(model, method="data", data=bad)
+    norm = model.get_layer("norm")
+    norm.set_weights([np.full(3, np.nan, "float32")] + norm.get_weights()[1:])
+    with pytest.raises(ValueError, match=r"inputs and outputs of layer 'spatial' on the data.*NaN or inf"):
+        depthwise_decompose(model, method="data", data=data)
+
+
+def test_lambda_layer_is_named_with_what_to_do():
+    # Keras' own message advised `safe_mode=False` "to the loading function", which does not apply.
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 3, name="spatial")(inputs)
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: 2 * t, name="double")(x), name="net")
+    with pytest.raises(ValueError, match=r"`depthwise_decompose`.*model 'net'.*Lambda layer 'double'") as error:
+        depthwise_decompose(model)
+    assert "Replace 'double' by a built-in Keras layer" in str(error.value)
+    assert "loading function" not in str(error.value)

@@ -212,3 +212,33 @@ def test_hetconv_vgg16_cifar10_matches_the_paper_within_one_percent(part):
         input_shape=(32, 32, 3), classes=10, style="cifar", conv="hetconv", conv_config={"part": part}
     )
     assert profile(model).total_macs / 1e6 == pytest.approx(HETCONV_VGG16_CIFAR10_MMACS[part], rel=0.01)
+
+
+def test_input_shape_that_does_not_fit_the_model_is_refused():
+    # Issue 17, finding 8: 3 channels for a model built for 16 gave a MAC count.
+    inputs = keras.Input((None, None, 16))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs), name="sixteen")
+    with pytest.raises(
+        ValueError,
+        match=r"`input_shape`: model 'sixteen' has the per-sample input shape \(None, None, 16\).*"
+        r"layer 'conv' \(Conv2D\) expects axis -1 of its input to be 16.*Received: input_shape=\(8, 8, 3\)",
+    ):
+        profile(model, input_shape=(8, 8, 3))
+    # A wrong rank used to surface as Keras' "Kernel shape must have the same length as input".
+    with pytest.raises(
+        ValueError, match=r"\(None, None, 16\).*same rank \(3, .*not 2.*Received: input_shape=\(16, 16\)"
+    ) as error:
+        profile(model, input_shape=(16, 16))
+    assert "Kernel shape" not in str(error.value)
+    # Inside nested models too, named by their path.
+    outer_inputs = keras.Input((None, None, 16))
+    outer = keras.Model(outer_inputs, keras.layers.ReLU()(model(outer_inputs)), name="outer")
+    with pytest.raises(ValueError, match=r"layer 'sixteen/conv'.*input_shape=\(8, 8, 8\)"):
+        profile(outer, input_shape=(8, 8, 8))
+    dense = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, name="fc")])
+    with pytest.raises(ValueError, match=r"\(8,\).*'fc'.*input_shape=\(5,\)"):
+        profile(dense, input_shape=(5,))
+    # Other spatial sizes are fine: the convolutions take any.
+    assert profile(model, input_shape=(8, 8, 16)).total_macs == 6 * 6 * 9 * 16 * 4
+    fixed = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+    assert profile(fixed, input_shape=(16, 16, 3)).total_macs == 14 * 14 * 9 * 3 * 4
