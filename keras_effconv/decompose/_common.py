@@ -132,6 +132,36 @@ def copy_initializer(initializer):
     return initializer
 
 
+def pointwise_successor(conv, filters, name):
+    """The `1 x 1` Conv2D that ends a decomposed `conv`: it takes over its bias,
+    activation, regularizers, constraint, dtype policy and trainability.
+
+    Args:
+        conv: the `Conv2D` being replaced.
+        filters: output channels (the original's).
+        name: the new layer's (unique) name.
+
+    Returns:
+        An unbuilt `keras.layers.Conv2D` with placeholder weights (see
+        `finish_replacement`).
+    """
+    return keras.layers.Conv2D(
+        filters,
+        1,
+        data_format=conv.data_format,
+        activation=conv.activation,
+        use_bias=conv.use_bias,
+        kernel_initializer=_graph.PlaceholderZeros(),
+        kernel_regularizer=conv.kernel_regularizer,
+        bias_regularizer=conv.bias_regularizer,
+        activity_regularizer=conv.activity_regularizer,
+        bias_constraint=conv.bias_constraint,
+        name=name,
+        dtype=conv.dtype_policy,
+        trainable=conv.trainable,
+    )
+
+
 def finish_replacement(conv, chain):
     """Gives the replacement layers the original's initializers (see below).
 

@@ -195,21 +195,7 @@ def channel_decompose(
             dtype=conv.dtype_policy,
             trainable=conv.trainable,
         )
-        expand = keras.layers.Conv2D(
-            conv.filters,
-            1,
-            data_format=conv.data_format,
-            activation=conv.activation,
-            use_bias=conv.use_bias,
-            kernel_initializer=_graph.PlaceholderZeros(),
-            kernel_regularizer=conv.kernel_regularizer,
-            bias_regularizer=conv.bias_regularizer,
-            activity_regularizer=conv.activity_regularizer,
-            bias_constraint=conv.bias_constraint,
-            name=_graph.unique_name(f"{conv.name}_expand", taken),
-            dtype=conv.dtype_policy,
-            trainable=conv.trainable,
-        )
+        expand = _common.pointwise_successor(conv, conv.filters, _graph.unique_name(f"{conv.name}_expand", taken))
         plans[id(conv)] = [reduce, expand]
 
     new_model, chains, order, calls = _graph.rebuild(model, lambda layer: plans.get(id(layer)), "`channel_decompose`")

@@ -305,21 +305,7 @@ def depthwise_decompose(
             dtype=conv.dtype_policy,
             trainable=conv.trainable,
         )
-        pw = keras.layers.Conv2D(
-            n,
-            1,
-            data_format=conv.data_format,
-            activation=conv.activation,
-            use_bias=conv.use_bias,
-            kernel_initializer=_graph.PlaceholderZeros(),
-            kernel_regularizer=conv.kernel_regularizer,
-            bias_regularizer=conv.bias_regularizer,
-            activity_regularizer=conv.activity_regularizer,
-            bias_constraint=conv.bias_constraint,
-            name=_graph.unique_name(f"{conv.name}_pw", taken),
-            dtype=conv.dtype_policy,
-            trainable=conv.trainable,
-        )
+        pw = _common.pointwise_successor(conv, n, _graph.unique_name(f"{conv.name}_pw", taken))
         bias = _stats.to_numpy(conv.bias) if conv.use_bias else None
         factors[id(conv)] = {"blocks": blocks, "d": d, "p": p, "bias": bias, "chain": [dw, pw]}
 
