@@ -353,17 +353,21 @@ def topological_reference(layer, x, kwargs):
 # -- SpatialBottleneck -------------------------------------------------------
 
 
+def _sic_channels(rng, problems):
+    """(topology or None, input channels, filters) for the SIC layers; a topology 40% of the time."""
+    if not chance(rng, 0.4):
+        return None, int(rng.integers(1, 13)), int(rng.integers(1, 17))
+    topology = _topology(rng, problems)
+    cells = topology["grid"][0] * topology["grid"][1]
+    c_in, filters = _cells_multiple(rng, cells, 4), _cells_multiple(rng, cells, 4)
+    if c_in % cells or filters % cells:
+        problems.append("grid does not divide the channels")
+    return topology, c_in, filters
+
+
 def bottleneck_case(rng):
     problems = []
-    topology = None
-    if chance(rng, 0.4):
-        topology = _topology(rng, problems)
-        cells = topology["grid"][0] * topology["grid"][1]
-        c_in, filters = _cells_multiple(rng, cells, 4), _cells_multiple(rng, cells, 4)
-        if c_in % cells or filters % cells:
-            problems.append("grid does not divide the channels")
-    else:
-        c_in, filters = int(rng.integers(1, 13)), int(rng.integers(1, 17))
+    topology, c_in, filters = _sic_channels(rng, problems)
     kernel = pick(rng, (1, 2, 3, 5))
     kwargs = dict(filters=filters, kernel_size=kernel, topology=topology, **_common(rng))
     shape = _input_shape(rng, c_in, filters, problems)
@@ -401,15 +405,7 @@ def bottleneck_reference(layer, x, kwargs):
 
 def factorized_case(rng):
     problems = []
-    topology = None
-    if chance(rng, 0.4):
-        topology = _topology(rng, problems)
-        cells = topology["grid"][0] * topology["grid"][1]
-        c_in, filters = _cells_multiple(rng, cells, 4), _cells_multiple(rng, cells, 4)
-        if c_in % cells or filters % cells:
-            problems.append("grid does not divide the channels")
-    else:
-        c_in, filters = int(rng.integers(1, 13)), int(rng.integers(1, 17))
+    topology, c_in, filters = _sic_channels(rng, problems)
     geometry = _geometry(rng, problems)
     kwargs = dict(
         filters=filters,

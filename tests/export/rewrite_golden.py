@@ -38,42 +38,45 @@ def _numpy_weights(model, seed):
     return model
 
 
+def every_layer_kind():
+    """Every layer kind the rewrite handles, in one small model (input (15, 16, 8))."""
+    from keras_effconv import layers as eff
+
+    inputs = keras.Input((15, 16, 8))
+    x = keras.layers.Conv2D(8, 3, padding="same", groups=4, name="grouped2")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = eff.ChannelShuffle(2)(x)
+    x = eff.HetConv2D(16, 3, strides=2, padding="valid", part=4, name="het_valid")(x)
+    x = keras.layers.ReLU()(x)
+    x = eff.CompConv2D(16, 3, strides=2, depth=2, name="comp_s2")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = eff.InterleavedGroupConv2D(16, 3, primary_groups=1, name="igc_l1")(x)
+    x = eff.FactorizedConv2D(16, 3, num_units=2, activation="relu", spatial_bottleneck=True,
+                             topology={"grid": (2, 2), "window": (1, 2)}, name="sic")(x)
+    x = eff.SqueezeExcite(reduction=4)(x)
+    x = eff.EfficientChannelAttention()(x)
+    x = keras.layers.UpSampling2D(2)(x)
+    x = eff.SpatialBottleneck(12, 3, name="bottleneck")(x)
+    x = eff.TopologicalProjection(16, grid=(2, 2), window=(1, 2), name="topo")(x)
+    x = keras.layers.SeparableConv2D(12, 3, padding="same")(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
+    x = keras.layers.BatchNormalization()(x)
+    inner = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(8, 1), keras.layers.BatchNormalization()],
+                             name="nested")
+    x = inner(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(5)(x))
+
+
 def cases():
     """name -> (model factory, input shape with batch)."""
     from keras_effconv import applications
-    from keras_effconv import layers as eff
 
     def resnet20(conv, conv_config=None):
         return lambda: applications.EffResNet20(
             input_shape=(28, 28, 1), conv=conv, conv_config=conv_config, classifier_activation=None
         )
-
-    def zoo():
-        inputs = keras.Input((15, 16, 8))
-        x = keras.layers.Conv2D(8, 3, padding="same", groups=4, name="grouped2")(inputs)
-        x = keras.layers.BatchNormalization()(x)
-        x = eff.ChannelShuffle(2)(x)
-        x = eff.HetConv2D(16, 3, strides=2, padding="valid", part=4, name="het_valid")(x)
-        x = keras.layers.ReLU()(x)
-        x = eff.CompConv2D(16, 3, strides=2, depth=2, name="comp_s2")(x)
-        x = keras.layers.BatchNormalization()(x)
-        x = eff.InterleavedGroupConv2D(16, 3, primary_groups=1, name="igc_l1")(x)
-        x = eff.FactorizedConv2D(16, 3, num_units=2, activation="relu", spatial_bottleneck=True,
-                                 topology={"grid": (2, 2), "window": (1, 2)}, name="sic")(x)
-        x = eff.SqueezeExcite(reduction=4)(x)
-        x = eff.EfficientChannelAttention()(x)
-        x = keras.layers.UpSampling2D(2)(x)
-        x = eff.SpatialBottleneck(12, 3, name="bottleneck")(x)
-        x = eff.TopologicalProjection(16, grid=(2, 2), window=(1, 2), name="topo")(x)
-        x = keras.layers.SeparableConv2D(12, 3, padding="same")(x)
-        x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
-        x = keras.layers.BatchNormalization()(x)
-        inner = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(8, 1), keras.layers.BatchNormalization()],
-                                 name="nested")
-        x = inner(x)
-        x = keras.layers.Dropout(0.5)(x)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        return keras.Model(inputs, keras.layers.Dense(5)(x))
 
     out = {
         conv: (resnet20(conv), (1, 28, 28, 1))
@@ -85,7 +88,7 @@ def cases():
         (1, 28, 28, 1),
     )
     out["compconv_depth2"] = (resnet20("compconv", {"depth": 2}), (1, 28, 28, 1))
-    out["zoo"] = (zoo, (2, 15, 16, 8))
+    out["zoo"] = (every_layer_kind, (2, 15, 16, 8))
     return out
 
 

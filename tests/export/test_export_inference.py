@@ -7,7 +7,7 @@ import keras
 
 from helpers import max_rel_diff
 from helpers import randomize_statistics
-from keras_effconv import layers as eff
+from rewrite_golden import every_layer_kind
 from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.applications import EffResNet20
 from keras_effconv.applications import EffResNet50
@@ -52,36 +52,8 @@ def test_effresnet50_64px(conv):
         assert not any(isinstance(l, keras.layers.BatchNormalization) for l in fast.layers)
 
 
-def _zoo():
-    """Every other layer kind the rewrite handles, in one small model."""
-    inputs = keras.Input((15, 16, 8))
-    x = keras.layers.Conv2D(8, 3, padding="same", groups=4, name="grouped2")(inputs)  # 2 channels per group
-    x = keras.layers.BatchNormalization()(x)
-    x = eff.ChannelShuffle(2)(x)
-    x = eff.HetConv2D(16, 3, strides=2, padding="valid", part=4, name="het_valid")(x)
-    x = keras.layers.ReLU()(x)
-    x = eff.CompConv2D(16, 3, strides=2, depth=2, name="comp_s2")(x)
-    x = keras.layers.BatchNormalization()(x)
-    x = eff.InterleavedGroupConv2D(16, 3, primary_groups=1, name="igc_l1")(x)
-    x = eff.FactorizedConv2D(16, 3, num_units=2, activation="relu", spatial_bottleneck=True,
-                             topology={"grid": (2, 2), "window": (1, 2)}, name="sic")(x)
-    x = eff.SqueezeExcite(reduction=4)(x)
-    x = eff.EfficientChannelAttention()(x)
-    x = keras.layers.UpSampling2D(2)(x)
-    x = keras.layers.SeparableConv2D(12, 3, padding="same")(x)
-    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
-    x = keras.layers.BatchNormalization()(x)
-    inner = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(8, 1), keras.layers.BatchNormalization()],
-                             name="nested")
-    x = inner(x)
-    x = keras.layers.Dropout(0.5)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(5)(x)
-    return keras.Model(inputs, outputs)
-
-
 def test_every_layer_kind():
-    model = randomize_statistics(_zoo())
+    model = randomize_statistics(every_layer_kind())
     x = np.random.default_rng(3).standard_normal((2, 15, 16, 8)).astype("float32")
     fast = optimize_for_inference(model, target="gpu", batch_size=2)
     assert max_rel_diff(model(x), fast(x)) <= 1e-4

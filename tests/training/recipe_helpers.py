@@ -19,6 +19,18 @@ TINY_MODEL = "tiny_test_net"
 TINY = dict(model=TINY_MODEL, conv="hetconv", subset=32, batch_size=16, max_test_images=16, augment=False)
 
 
+class Interrupt(keras.callbacks.Callback):
+    """Raises at the start of epoch `at_epoch`, as a crash would."""
+
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise RuntimeError("simulated interruption")
+
+
 def tiny_net(input_shape, classes, conv, conv_config, weights=None):
     """Stem conv (16 filters, stride 2) -> one replaceable 3x3 conv -> classifier."""
     from keras_effconv.applications import _common

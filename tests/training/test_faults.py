@@ -27,6 +27,7 @@ from keras_effconv.training import TrainConfig
 from keras_effconv.training import train
 
 from recipe_helpers import TINY
+from recipe_helpers import Interrupt
 from recipe_helpers import TINY_MODEL
 from recipe_helpers import assert_consistent
 from recipe_helpers import checkpoint_epochs
@@ -89,16 +90,6 @@ class RecordEpochs(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.begun.append(epoch)
-
-
-class Interrupt(keras.callbacks.Callback):
-    def __init__(self, at_epoch):
-        super().__init__()
-        self.at_epoch = at_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at_epoch:
-            raise RuntimeError("simulated interruption")
 
 
 def snapshot(directory):

@@ -13,6 +13,7 @@ from keras_effconv.training import TrainConfig
 from keras_effconv.training import train
 
 from recipe_helpers import TINY
+from recipe_helpers import Interrupt
 from recipe_helpers import TINY_MODEL
 from recipe_helpers import assert_consistent
 from recipe_helpers import checkpoint_epochs
@@ -25,16 +26,6 @@ RESNET = dict(model="eff_resnet20", conv="hetconv", subset=128, batch_size=64, m
 @pytest.fixture(autouse=True)
 def tiny_model(monkeypatch):
     monkeypatch.setitem(applications.MODELS, TINY_MODEL, tiny_net)
-
-
-class Interrupt(keras.callbacks.Callback):
-    def __init__(self, at_epoch):
-        super().__init__()
-        self.at_epoch = at_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at_epoch:
-            raise RuntimeError("simulated interruption")
 
 
 def stamps(directory):
