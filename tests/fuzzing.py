@@ -415,6 +415,8 @@ def factorized_case(rng):
         **geometry,
         **_common(rng),
     )
+    if kwargs["spatial_bottleneck"] and max(_pair(geometry["dilation_rate"])) > 1:
+        problems.append("dilation_rate > 1 with spatial_bottleneck")
     shape = _input_shape(rng, c_in, filters, problems, geometry)
     _inject(rng, kwargs, problems, _BAD_CONV + [("num_units", 0), ("topology", (1, 2, 3))])
     return Case(kwargs, shape, problems)

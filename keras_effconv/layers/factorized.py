@@ -498,7 +498,8 @@ class FactorizedConv2D(EfficientConv2D):
         num_units: int >= 1, number of SIC units.
         topology: None, or `{"grid": (d1, d2), "window": (c1, c2)}` (or the
             pair `(grid, window)`) for topological subdivisioning.
-        spatial_bottleneck: bool, use the spatial bottleneck structure.
+        spatial_bottleneck: bool, use the spatial bottleneck structure
+            (requires `dilation_rate=1`).
 
     Returns:
         A layer mapping `(batch, H, W, C_in)` to `(batch, H', W', filters)`.
@@ -557,6 +558,11 @@ class FactorizedConv2D(EfficientConv2D):
         self.num_units = _validation.check_positive_int(num_units, "num_units")
         self.topology = normalize_topology(topology)
         self.spatial_bottleneck = bool(spatial_bottleneck)
+        if self.spatial_bottleneck and max(self.dilation_rate) > 1:
+            # The bottleneck's stride-2 depthwise conv has no dilation: refuse rather than drop it.
+            raise _validation.invalid_value(
+                "dilation_rate", "1 when spatial_bottleneck=True", self.dilation_rate
+            )
 
     def _unit_plan(self, input_channels):
         """Per unit: (input channels, first?, bottleneck?, residual?).

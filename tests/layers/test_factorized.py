@@ -158,3 +158,9 @@ def test_one_by_one_unit_adds_its_input_with_either_padding(rng, padding):
     strided = FactorizedConv2D(8, 1, strides=2, padding=padding, num_units=1, kernel_initializer="zeros")
     strided.build(x.shape)
     assert not strided.inference_form()[0].residual
+
+
+def test_spatial_bottleneck_refuses_dilation():
+    # The bottleneck's stride-2 depthwise conv has no dilation; it used to be dropped silently.
+    with pytest.raises(ValueError, match="`dilation_rate`.*spatial_bottleneck"):
+        FactorizedConv2D(8, 3, dilation_rate=2, spatial_bottleneck=True)
