@@ -28,12 +28,6 @@ from keras_effconv.conv_methods import get_conv_method
 DEFAULT_MIN_INPUT_CHANNELS = 16
 
 
-def check_conv(conv):
-    """Validates a `conv` argument (a registered method name) and returns it."""
-    get_conv_method(conv)
-    return conv
-
-
 def resolve_conv_config(conv, conv_config):
     """Merges `conv_config` over the method's defaults.
 
@@ -84,8 +78,8 @@ class ConvReplacer:
     """
 
     def __init__(self, conv, conv_config=None, only=None):
-        self.conv = check_conv(conv)
         self.method = get_conv_method(conv)
+        self.conv = conv
         self.method_config, self.min_input_channels = resolve_conv_config(conv, conv_config)
         self.only = None if only is None else set(only)
         self.replaced = []

@@ -271,6 +271,12 @@ def _shift_depthwise(x, kernel, strides, padding, dilation_rate, data_format):
     return acc
 
 
+def _centre_taps_are_input(kernel_size, strides, padding, dilation_rate):
+    # Stride 1, "same" and an odd effective kernel: every window is centred on its own pixel.
+    (kh, kw), (dh, dw) = kernel_size, dilation_rate
+    return padding == "same" and tuple(strides) == (1, 1) and (kh - 1) * dh % 2 == 0 and (kw - 1) * dw % 2 == 0
+
+
 def centre_tap_crop(spatial, kernel_size, strides, padding, dilation_rate):
     """Where the centre taps of a convolution's windows lie in its input.
 
@@ -292,11 +298,9 @@ def centre_tap_crop(spatial, kernel_size, strides, padding, dilation_rate):
     Raises:
         ValueError: when a spatial size needed for the crop is unknown.
     """
-    kh, kw = kernel_size
-    sh, sw = strides
-    dh, dw = dilation_rate
-    if padding == "same" and (sh, sw) == (1, 1) and (kh - 1) * dh % 2 == 0 and (kw - 1) * dw % 2 == 0:
+    if _centre_taps_are_input(kernel_size, strides, padding, dilation_rate):
         return None
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation_rate
     crops = []
     for length, k, s, d in ((spatial[0], kh, sh, dh), (spatial[1], kw, sw, dw)):
         if length is None:
@@ -316,11 +320,9 @@ def sample_window_centres(x, kernel_size, strides, padding, dilation_rate, data_
     extra padding goes after). Used for HetConv's 1x1 kernels and CompConv's
     identity channels when the convolution is strided or "valid".
     """
-    kh, kw = kernel_size
-    sh, sw = strides
-    dh, dw = dilation_rate
-    if padding == "same" and (sh, sw) == (1, 1) and (kh - 1) * dh % 2 == 0 and (kw - 1) * dw % 2 == 0:
+    if _centre_taps_are_input(kernel_size, strides, padding, dilation_rate):
         return x
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation_rate
     if data_format == "channels_first":
         x = ops.transpose(x, (0, 2, 3, 1))
     spatial = x.shape[1:3]

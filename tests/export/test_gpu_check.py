@@ -42,11 +42,18 @@ def test_not_a_tflite_file(tmp_path):
         check_gpu(tmp_path / "missing.tflite")
 
 
-def test_run_never_is_reported_as_skipped(tmp_path):
+@pytest.fixture
+def canary(tmp_path):
+    """The GPU worker's one-op canary model as a .tflite file."""
     from keras_effconv.export import _gpu_worker
 
     path = tmp_path / "canary.tflite"
     path.write_bytes(_gpu_worker._CANARY)
+    return path
+
+
+def test_run_never_is_reported_as_skipped(canary):
+    path = canary
     report = check_gpu(path, run="never")
     assert report.static_ok and report.run_status == "skipped" and "never" in report.run_reason
     assert report.ops == {"CONV_2D": 1}
@@ -56,11 +63,8 @@ def test_run_never_is_reported_as_skipped(tmp_path):
         check_gpu(path, inputs=[np.zeros((1, 2, 2, 4))])
 
 
-def test_canary_runs_on_the_gpu(tmp_path):
-    from keras_effconv.export import _gpu_worker
-
-    path = tmp_path / "canary.tflite"
-    path.write_bytes(_gpu_worker._CANARY)
+def test_canary_runs_on_the_gpu(canary):
+    path = canary
     report = check_gpu(path, inputs=[np.ones((1, 4, 4, 4), "float32")])
     if report.run_status == "skipped":
         assert report.run_reason and not REQUIRE_GPU_RUN, report.run_reason
@@ -69,12 +73,10 @@ def test_canary_runs_on_the_gpu(tmp_path):
 
 
 @pytest.mark.parametrize("started, status", [(False, "skipped"), (True, "failed")])
-def test_a_killed_gpu_worker_is_reported_by_signal(started, status, tmp_path, monkeypatch):
-    from keras_effconv.export import _gpu_worker
+def test_a_killed_gpu_worker_is_reported_by_signal(started, status, canary, tmp_path, monkeypatch):
     from keras_effconv.export import gpu_check
 
-    path = tmp_path / "canary.tflite"
-    path.write_bytes(_gpu_worker._CANARY)
+    path = canary
     worker = tmp_path / "worker.py"
     worker.write_text(
         "import os, signal\n"
@@ -117,11 +119,8 @@ def test_compare_outputs_nan_inf_and_metrics():
     assert result["status"] == "passed" and result["metric"] == "max_abs" and result["agreement"] is None
 
 
-def test_several_batches_of_inputs(tmp_path):
-    from keras_effconv.export import _gpu_worker
-
-    path = tmp_path / "canary.tflite"
-    path.write_bytes(_gpu_worker._CANARY)
+def test_several_batches_of_inputs(canary):
+    path = canary
     report = check_gpu(path, inputs=[np.ones((3, 4, 4, 4), "float32")])
     if report.run_status == "skipped":
         assert report.run_reason and not REQUIRE_GPU_RUN, report.run_reason
