@@ -122,16 +122,28 @@ def pid_alive(pid):
     return True
 
 
-def _remove_stale_temporaries(directory, name):
-    """Removes `atomic_path` temporaries of `name` left by processes that are gone."""
-    pattern = re.compile(r"^\." + re.escape(name) + r"\.(\d+)-[0-9a-f]{8}\.tmp")
+def remove_stale_temporaries(directory, name_pattern, include_this_process=False):
+    """Removes `atomic_path` temporaries left in `directory` by processes that are gone.
+
+    Args:
+        directory: the folder to clean (missing or unreadable: nothing done).
+        name_pattern: a regular expression for the target names whose
+            temporaries to remove (e.g. `re.escape("model.keras")`).
+        include_this_process: also remove this process's own temporaries
+            (for a caller that knows none of its writes is in progress).
+    """
+    # atomic_path's temporary names: `.NAME.<pid>-<hex>.tmp<ext>`.
+    pattern = re.compile(r"\.(?:" + name_pattern + r")\.(\d+)-[0-9a-f]+\.tmp(?:\.[^.]*)?")
     try:
         entries = os.listdir(directory)
     except OSError:
         return
     for entry in entries:
-        match = pattern.match(entry)
-        if match and int(match.group(1)) != os.getpid() and not pid_alive(int(match.group(1))):
+        match = pattern.fullmatch(entry)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        if include_this_process if pid == os.getpid() else not pid_alive(pid):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(directory, entry))
 
@@ -152,7 +164,7 @@ def atomic_path(path):
     path = os.fspath(path)
     name = os.path.basename(path)
     directory = existing_directory(path)
-    _remove_stale_temporaries(directory, name)
+    remove_stale_temporaries(directory, re.escape(name))
     # Not mkstemp: its 0600 file would become the result's permissions.
     tmp = os.path.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{os.path.splitext(name)[1]}")
     try:

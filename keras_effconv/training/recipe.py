@@ -56,7 +56,7 @@ import keras
 
 from keras_effconv import applications
 from keras_effconv._files import atomic_path
-from keras_effconv._files import pid_alive
+from keras_effconv._files import remove_stale_temporaries
 from keras_effconv import profile
 from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.datasets import DATASETS
@@ -265,10 +265,8 @@ def config_differences(config, out_dir):
 _RUN_FILES = ("metrics.json", "config.json", "model.keras", "model.tflite", "curves.png", "history.csv")
 _RUN_DIRS = ("checkpoints", "tensorboard", "backup")  # backup/: BackupAndRestore of earlier versions
 _CHECKPOINT_NAME = re.compile(r"epoch_(\d{3,})\.keras")
-# `atomic_path`'s temporary names, `.<name>.<pid>-<id>.tmp<ext>`, of the files above and the checkpoints.
-_TEMPORARY_NAME = re.compile(
-    r"\.(?:%s|epoch_\d{3,}\.keras)\.(\d+)-[0-9a-f]+\.tmp(?:\.[^.]*)?" % "|".join(map(re.escape, _RUN_FILES))
-)
+# The names the recipe writes through `atomic_path`: the files above and the checkpoints.
+_WRITTEN_NAMES = "|".join(map(re.escape, _RUN_FILES)) + r"|epoch_\d{3,}\.keras"
 
 
 def run_state(out_dir):
@@ -306,15 +304,6 @@ def _start_afresh(out_dir):
             os.remove(path)
     for name in _RUN_DIRS:
         shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
-
-
-def _remove_temporary_files(directory):
-    # Left by a process killed while writing a result or a checkpoint (all
-    # of them, not only those of the file `atomic_path` writes next).
-    for name in os.listdir(directory):
-        match = _TEMPORARY_NAME.fullmatch(name)
-        if match and (int(match.group(1)) == os.getpid() or not pid_alive(int(match.group(1)))):
-            os.remove(os.path.join(directory, name))
 
 
 def _read_history(path):
@@ -534,8 +523,10 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
                 start_epoch = 0
                 _start_afresh(out_dir)
             os.makedirs(checkpoint_dir, exist_ok=True)
+            # Left by a process killed while writing a result or a checkpoint; none of this
+            # process's writes is in progress here.
             for directory in (out_dir, checkpoint_dir):
-                _remove_temporary_files(directory)
+                remove_stale_temporaries(directory, _WRITTEN_NAMES, include_this_process=True)
             _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))
             if start_epoch < config.epochs:
                 model.fit(
