@@ -135,6 +135,48 @@ def concat_channels(tensors, data_format):
     return ops.concatenate(tensors, axis=channel_axis(data_format))
 
 
+def channel_runs(order):
+    """Splits a channel order into ascending contiguous runs `[(start, stop), ...]`.
+
+    `x[..., order]` equals the concatenation of `x[..., start:stop]` over the
+    runs: a few slices and one concatenation are plain copies on every runtime
+    (LiteRT's XNNPACK runs them; its `GATHER` is a slow reference kernel).
+    """
+    runs = []
+    for channel in np.asarray(order, dtype=np.int64).tolist():
+        if runs and runs[-1][1] == channel:
+            runs[-1][1] += 1
+        else:
+            runs.append([channel, channel + 1])
+    return [tuple(r) for r in runs]
+
+
+def roll_channel_grid(x, grid, shift, data_format):
+    """Rolls the channels laid out on a `d1 x d2` torus of cells by `shift` cells.
+
+    The result's cell `(p, q)` holds `x`'s cell `((p + a) % d1, (q + b) % d2)`
+    for `shift = (a, b)`; cells are row-major groups of `C / (d1 d2)`
+    consecutive channels. A shift along one axis of the row-major layout is one
+    roll of the channel axis; a 2-D shift rolls a `(…, d1, d2, …)` view.
+    """
+    d1, d2 = grid
+    a, b = shift[0] % d1, shift[1] % d2
+    if a == 0 and b == 0:
+        return x
+    axis = channel_axis(data_format)
+    channels = x.shape[axis]
+    cell = channels // (d1 * d2)
+    if b == 0 or d1 == 1:
+        return ops.roll(x, -(a * d2 + b) * cell, axis=axis)
+    shape = ops.shape(x)
+    if data_format == "channels_last":
+        view = ops.reshape(x, (-1, d1, d2, cell))
+    else:
+        view = ops.reshape(x, (shape[0], d1, d2, -1))
+    view = ops.roll(ops.roll(view, -a, axis=1), -b, axis=2)
+    return ops.reshape(view, shape)
+
+
 def gather_from_parts(parts, index_map):
     """Builds a tensor whose entries are picked from `parts` (-1 gives zero).
 

@@ -46,6 +46,71 @@ def test_topological_projection_sparsity_and_output(rng, c_in, filters, grid, wi
     assert_close(reference.to_numpy(layer(x)), x @ dense + bias)
 
 
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("execution", ["rolled_groups", "masked_dense"])
+@pytest.mark.parametrize(
+    "c_in, filters, grid, window, strides",
+    [
+        (32, 16, (1, 8), (1, 2), 1),  # ring: one channel roll
+        (16, 32, (4, 4), (2, 2), 2),  # 2-D torus: row and column rolls, strided
+        (24, 12, (2, 3), (2, 3), (2, 1)),  # window == grid: every cell connected
+        (12, 6, (3, 2), (1, 1), 1),  # 1x1 window: a plain grouped convolution
+        (16, 16, (4, 4), (3, 3), 1),  # offsets -1..1 wrap both ways
+    ],
+)
+def test_topological_execution_forms_match_numpy(rng, execution, c_in, filters, grid, window, strides, data_format):
+    # Both exact forms against the NumPy reference built from the independent connectivity mask.
+    layer = TopologicalProjection(filters, grid, window, strides=strides, data_format=data_format, execution=execution)
+    assert layer.execution_form == execution
+    x = rng.standard_normal((2, 7, 5, c_in)).astype("float32")
+    layer.build(x.shape if data_format == "channels_last" else (2, c_in, 7, 5))
+    randomize(layer, rng)
+    dense = reference.to_numpy(layer.dense_kernel())[0, 0]
+    assert np.array_equal(dense != 0, expected_connectivity(c_in, filters, grid, window))
+    sh, sw = layer.strides
+    expected = x[:, ::sh, ::sw] @ dense + reference.to_numpy(layer.bias)
+    if data_format == "channels_first":
+        actual = np.transpose(reference.to_numpy(layer(np.transpose(x, (0, 3, 1, 2)))), (0, 2, 3, 1))
+    else:
+        actual = reference.to_numpy(layer(x))
+    assert_close(actual, expected)
+    shape = (7, 5, c_in) if data_format == "channels_last" else (c_in, 7, 5)
+    assert layer.compute_macs(shape) == expected.shape[1] * expected.shape[2] * int((dense != 0).sum())
+
+
+def test_topological_inference_form_sums_grouped_views(rng):
+    # The exported form: per offset, grouped conv of a channel view; summed it is the dense kernel.
+    layer = TopologicalProjection(16, grid=(2, 4), window=(2, 3), execution="rolled_groups")
+    x = rng.standard_normal((1, 3, 3, 24)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    form = layer.inference_form()
+    assert form.group_kernels.shape == (6, 1, 1, 3, 16)
+    total = np.zeros((24, 16), "float32")
+    for order, kernel in zip(form.input_orders, form.group_kernels):
+        for j in range(16):
+            group = j // 2
+            total[order[group * 3 : group * 3 + 3], j] += kernel[0, 0, :, j]
+    assert_close(total, form.dense_kernel[0, 0], atol=0)
+
+
+@pytest.mark.parametrize(
+    "grid, window, expected",
+    [((1, 8), (1, 2), "rolled_groups"), ((4, 4), (2, 2), "masked_dense"), ((4, 4), (1, 1), "rolled_groups"),
+     ((8, 8), (2, 2), "rolled_groups"), ((2, 2), (2, 2), "masked_dense")],
+)
+def test_auto_execution_follows_the_cost_rule(grid, window, expected):
+    assert TopologicalProjection(64, grid, window).execution_form == expected
+
+
+def test_topological_config_round_trips_strides_and_execution():
+    layer = TopologicalProjection(16, grid=(1, 4), window=(1, 2), strides=2, execution="masked_dense")
+    again = TopologicalProjection.from_config(layer.get_config())
+    assert again.get_config() == layer.get_config()
+    assert (again.strides, again.execution_form) == ((2, 2), "masked_dense")
+    assert "kernel_size" not in layer.get_config()
+
+
 def numpy_bottleneck(layer, x):
     w = {v.path.split("/")[-1]: reference.to_numpy(v) for v in layer.weights}
     h, wd = x.shape[1:3]
@@ -134,6 +199,8 @@ def test_topology_accepts_pair_and_round_trips():
         (lambda: TopologicalProjection(16, grid=(4, 4), window=(5, 3)), "window"),
         (lambda: TopologicalProjection(10, grid=(4, 4), window=(3, 3)), "filters=10"),
         (lambda: TopologicalProjection(16, grid=(0, 4)), "grid"),
+        (lambda: TopologicalProjection(16, execution="sparse"), "execution"),
+        (lambda: TopologicalProjection(16, strides=0), "strides"),
         (lambda: SpatialBottleneck(0), "filters"),
     ],
 )

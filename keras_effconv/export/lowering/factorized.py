@@ -6,9 +6,9 @@ import numpy as np
 import keras
 
 from keras_effconv.export._layers import DepthToSpace
+from keras_effconv.export._layers import SpatialSubsample
 from keras_effconv.export.rewriter import Term
 from keras_effconv.export.rewriter import Value
-from keras_effconv.export.rewriter import numpy_float32
 from keras_effconv.export.rewriter import require_channels_last
 from keras_effconv.export.rewriter import rows_for_actual
 from keras_effconv.export.rules import lowering_rule
@@ -17,11 +17,45 @@ from keras_effconv.layers import SpatialBottleneck
 from keras_effconv.layers import TopologicalProjection
 
 
-def _projection(rewriter, kernel, bias, value, name):
-    """A `1 x 1` projection as one dense CONV_2D reading `value` in its held order."""
+def _projection(rewriter, kernel, bias, value, name, form=None):
+    """A `1 x 1` projection reading `value` in its held order.
+
+    Dense, or a topological projection (`form`) in the form the layer runs.
+    """
+    if form is not None:
+        return _topological(rewriter, form, value, name)
     kernel = rows_for_actual(kernel, value.perm, axis=2)
     bias = bias if bias is not None else np.zeros(kernel.shape[3], "float32")
     return rewriter.linear([Term("conv", value.tensor, kernel, bias, name)])
+
+
+def _topological(rewriter, form, value, name):
+    """`TopologicalProjection.inference_form()` as CONV_2Ds.
+
+    Rolled groups: the input subsampled (when strided), then per window
+    offset its rolled channel view (slices + one concatenation) through a
+    grouped CONV_2D with `d1 d2` groups, summed with ADD; a following BN folds
+    into every term. The masked dense kernel is emitted instead when the layer
+    runs it, and on the GPU target when the channels per group are not
+    multiples of 4 (the GPU delegate computes such grouped convs wrongly).
+    """
+    bias = form.bias if form.bias is not None else np.zeros(form.dense_kernel.shape[3], "float32")
+    s_in, filters = form.group_kernels.shape[3:]
+    groups = form.dense_kernel.shape[2] // s_in
+    gpu_safe = s_in % 4 == 0 and (filters // groups) % 4 == 0
+    if form.execution == "masked_dense" or (rewriter.target == "gpu" and not gpu_safe):
+        kernel = rows_for_actual(form.dense_kernel, value.perm, axis=2)
+        return rewriter.linear([Term("conv", value.tensor, kernel, bias, name, strides=form.strides)])
+    if form.strides != (1, 1):
+        tensor = rewriter.emit(SpatialSubsample(form.strides, name=rewriter.name(f"{name}_subsample")), value.tensor)
+        value = Value(tensor, value.perm)
+    zeros = np.zeros_like(bias)
+    terms = []
+    for o, order in enumerate(form.input_orders):
+        # reorder=False: re-emitting the producer per offset would repeat its work.
+        view = rewriter.materialize(value, order, reorder=False)
+        terms.append(Term("conv", view, form.group_kernels[o], bias if o == 0 else zeros, f"{name}_offset{o}"))
+    return rewriter.linear(terms)
 
 
 def _bottleneck(rewriter, form, x, name):
@@ -29,7 +63,8 @@ def _bottleneck(rewriter, form, x, name):
     kernel = form.depthwise_kernel
     zeros = np.zeros(kernel.shape[2], "float32")
     y = rewriter.emit_term(Term("depthwise", x, kernel, zeros, f"{name}_dw", strides=2, padding="same"))
-    y = _projection(rewriter, form.projection_kernel, None, Value(y), f"{name}_projection").tensor
+    y = _projection(rewriter, form.projection_kernel, None, Value(y), f"{name}_projection", form.projection_form)
+    y = rewriter.materialize(y)
     filters = form.projection_kernel.shape[3]
     # The transposed conv is 4 copies scaled per (tap, channel), then depth_to_space.
     copies = rewriter.emit(keras.layers.Concatenate(name=rewriter.name(f"{name}_copies")), [y] * 4)
@@ -62,7 +97,7 @@ def lower_factorized(rewriter, call):
                 Term("depthwise", x, unit.depthwise_kernel, zeros, f"{name}_unit{u}_dw", **unit.geometry)
             )
             out = _projection(rewriter, unit.projection_kernel, unit.projection_bias, Value(dw),
-                              f"{name}_unit{u}_projection")
+                              f"{name}_unit{u}_projection", unit.projection_form)
         if unit.residual:
             out = Value(rewriter.emit(keras.layers.Add(name=rewriter.name(f"{name}_unit{u}_residual")), [out.tensor, x]))
         value = rewriter.activation(out, layer.activation, f"{name}_unit{u}")
@@ -80,8 +115,8 @@ def lower_spatial_bottleneck(rewriter, call):
 
 @lowering_rule(TopologicalProjection)
 def lower_topological_projection(rewriter, call):
-    """The projection's equivalent dense `1 x 1` CONV_2D (`dense_kernel()`)."""
+    """The projection in the form the layer runs (`inference_form()`)."""
     layer = call.layer
     require_channels_last(layer)
-    value = _projection(rewriter, numpy_float32(layer.dense_kernel()), numpy_float32(layer.bias), call.value, layer.name)
+    value = _topological(rewriter, layer.inference_form(), call.value, layer.name)
     return rewriter.activation(value, layer.activation, layer.name)
