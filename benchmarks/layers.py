@@ -91,6 +91,7 @@ import keras
 import keras_effconv
 from keras_effconv.conv_methods import conv_methods
 from keras_effconv.layers import FactorizedConv2D
+from keras_effconv.layers import TopologicalProjection
 from keras_effconv.profiling.macs import layer_macs
 
 CONFIGS = [(56, 56, 64), (14, 14, 256)]  # (H, W, C), C_in = C_out = C
@@ -136,6 +137,57 @@ def layer_specs():
             label = f"{method.layer.__name__}({', '.join(arguments)})"
             specs.append((label, replacing_conv2d(method, config, activation), macs))
     return specs
+
+
+# (grid, window): both cut the projection's MACs 4x; the ring needs one rolled view, the torus three.
+PROJECTION_TOPOLOGIES = (((1, 8), (1, 2)), ((4, 4), (2, 2)))
+PROJECTION_SHAPE = (14, 14, 256)
+
+
+def projection_specs(grid, window):
+    """TopologicalProjection in its dense masked form (the baseline of its table) and its rolled-groups form."""
+
+    def macs(layer, shape):
+        return int(layer.compute_macs(shape))
+
+    def masked_dense_macs(layer, shape):
+        return shape[0] * shape[1] * shape[2] * layer.filters  # the dense matmul it executes
+
+    specs = []
+    for execution, count in (("masked_dense", masked_dense_macs), ("rolled_groups", macs)):
+        label = f"TopologicalProjection(grid={grid}, window={window}, {execution})"
+        specs.append((label, lambda c, e=execution: TopologicalProjection(c, grid, window, execution=e), count))
+    return specs
+
+
+def litert_times(rows_and_layers, shape, repeats, warmup):
+    """LiteRT XNNPACK (2 threads, batch 1) median ms per layer, exported as the library exports it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_effconv.export import export_litert
+
+    work = tempfile.mkdtemp(prefix="effconv-layers-bench-")
+    runners = {}
+    x = np.random.default_rng(0).standard_normal((1,) + shape).astype("float32")
+    for label, layer in rows_and_layers:
+        inputs = keras.Input(shape)
+        model = keras.Model(inputs, layer(inputs))
+        path = os.path.join(work, f"{len(runners)}.tflite")
+        export_litert(model, path, target="cpu")
+        interpreter = Interpreter(model_path=path, num_threads=2)
+        runner = interpreter.get_signature_runner()
+        runners[label] = lambda runner=runner: runner(args_0=x)
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times = {label: [] for label in runners}
+    for _ in range(repeats):
+        for label, run in runners.items():
+            start = time.perf_counter()
+            for _ in range(10):
+                run()
+            times[label].append((time.perf_counter() - start) * 1e2)
+    return {label: statistics.median(v) for label, v in times.items()}
 
 
 # ----------------------------------------------------------------------------
@@ -444,7 +496,7 @@ def _ratio(value, base):
     return f"{value / base:.3f}"
 
 
-def table(all_rows):
+def table(all_rows, baseline=BASELINE):
     columns = [
         "input",
         "layer",
@@ -468,7 +520,7 @@ def table(all_rows):
     ]
     for rows in all_rows:
         base = rows[0]
-        assert base["label"] == BASELINE
+        assert base["label"].startswith(baseline)
         for row in rows:
             h, w, c = row["shape"]
             params = row.get("params")
@@ -568,6 +620,40 @@ def main(argv=None):
         )
 
     text = header(backend, args, configs) + "\n" + table(all_rows)
+    projection_rows = []
+    for grid, window in PROJECTION_TOPOLOGIES:
+        log(f"[{backend}] TopologicalProjection grid={grid} window={window} at {PROJECTION_SHAPE}")
+        projection_rows.append(
+            benchmark_config(
+                PROJECTION_SHAPE, projection_specs(grid, window), RUNNERS[backend], args.batch,
+                args.repeats, args.warmup,
+            )
+        )
+    text += (
+        "\n## TopologicalProjection: executed-MACs form against its dense masked form\n\n"
+        f"Input {'x'.join(map(str, PROJECTION_SHAPE))}, {PROJECTION_SHAPE[2]} filters, batch {args.batch}; "
+        "each table's baseline is the dense masked form of the same topology (its MACs column counts "
+        "what it executes; the rolled form executes exactly the counted MACs).\n\n"
+        + table(projection_rows, baseline="TopologicalProjection")
+    )
+    if backend == "tensorflow":
+        lines = [
+            "",
+            "LiteRT XNNPACK, 2 threads, batch 1, each layer exported alone with `export_litert(target='cpu')`, "
+            "timed interleaved (median ms of 10 invocations):",
+            "",
+            "| layer | LiteRT ms | speedup over its masked form |",
+            "|---|---:|---:|",
+        ]
+        for grid, window in PROJECTION_TOPOLOGIES:
+            specs = projection_specs(grid, window)
+            layers_ = [(label, factory(PROJECTION_SHAPE[2])) for label, factory, _ in specs]
+            times = litert_times(layers_, PROJECTION_SHAPE, args.repeats, args.warmup)
+            base = times[specs[0][0]]
+            for label, _ in layers_:
+                lines.append(f"| {label} | {times[label]:.4f} | {base / times[label]:.2f}x |")
+        text += "\n".join(lines) + "\n"
+    all_rows = all_rows + projection_rows
     errors = [e for rows in all_rows for row in rows for e in row["errors"]]
     if errors:
         text += (

@@ -103,6 +103,20 @@ def test_auto_execution_follows_the_cost_rule(grid, window, expected):
     assert TopologicalProjection(64, grid, window).execution_form == expected
 
 
+def test_auto_trains_with_the_masked_form_and_infers_with_the_rolled_one(rng, monkeypatch):
+    layer = TopologicalProjection(16, grid=(1, 8), window=(1, 2))
+    x = rng.standard_normal((2, 3, 3, 16)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    inference = reference.to_numpy(layer(x))
+    seen = []
+    original = TopologicalProjection._project
+    monkeypatch.setattr(TopologicalProjection, "_project", lambda self, x, form: seen.append(form) or original(self, x, form))
+    assert_close(reference.to_numpy(layer(x, training=True)), inference)
+    layer(x, training=False)
+    assert seen == ["masked_dense", "rolled_groups"]
+
+
 def test_topological_config_round_trips_strides_and_execution():
     layer = TopologicalProjection(16, grid=(1, 4), window=(1, 2), strides=2, execution="masked_dense")
     again = TopologicalProjection.from_config(layer.get_config())
