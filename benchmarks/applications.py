@@ -1,4 +1,4 @@
-"""Whole-network latency: every EffResNet50 conv type vs keras ResNet50 and MobileNetV2.
+"""Whole-network latency: every EffResNet50 conv type (or the SIC networks) vs keras ResNet50 and MobileNetV2.
 
 Batch 1 and 8 at 224x224 on the current Keras backend, all models timed
 interleaved in one run (`keras_effconv.profiling.measure_latency`), reported
@@ -8,7 +8,8 @@ depthwise convolutions), JAX `jax.jit`, torch eager under `no_grad`.
 
     KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/applications.py [--repeats 10] [--quick]
 
-Writes `benchmarks/results/applications_<backend>.md`.
+Writes `benchmarks/results/applications_<backend>.md`; with `--family sic` (FactorizedResNet50/101 and
+FactorizedVGG16 instead of the EffResNet50 conv types) `applications_sic_<backend>.md`.
 """
 
 import argparse
@@ -29,11 +30,19 @@ SIZE = 224
 BASELINE = "keras ResNet50"
 
 
-def build_models():
+# The SIC paper's networks (`--family sic`), default knobs.
+SIC_NETWORKS = ("FactorizedResNet50", "FactorizedResNet101", "FactorizedVGG16")
+
+
+def build_models(family="effresnet50"):
     models = {
         BASELINE: keras.applications.ResNet50(weights=None),
         "keras MobileNetV2": keras.applications.MobileNetV2(weights=None),
     }
+    if family == "sic":
+        for name in SIC_NETWORKS:
+            models[name] = getattr(applications, name)()
+        return models
     for conv in conv_method_names():
         if conv != "standard":
             models[f"EffResNet50 {conv}"] = applications.EffResNet50(conv=conv)
@@ -66,13 +75,16 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds at batch 1 (half at batch 8)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 rounds, for a smoke run")
+    parser.add_argument("--family", choices=("effresnet50", "sic"), default="effresnet50",
+                        help="EffResNet50 per conv type (default), or the SIC paper's networks")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
     backend = keras.backend.backend()
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"applications_{backend}.md")
+    suffix = "" if args.family == "effresnet50" else f"_{args.family}"
+    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"applications{suffix}_{backend}.md")
 
-    models = build_models()
+    models = build_models(args.family)
     macs = {label: profile(model).total_macs for label, model in models.items()}
     lines = [
         f"# Whole-network latency on {backend} (224x224, inference)",

@@ -1,4 +1,4 @@
-"""LiteRT CPU (XNNPACK) latency: every EffResNet50 conv type vs keras ResNet50 and MobileNetV2.
+"""LiteRT CPU (XNNPACK) latency: every EffResNet50 conv type (or the SIC networks) vs keras ResNet50 and MobileNetV2.
 
 Every network (224x224x3, batch 1, random weights: latency does not depend
 on the values) is exported with `keras_effconv.export.export_litert` (the
@@ -10,7 +10,8 @@ speedups over keras' ResNet50 next to the MAC reductions (1 MAC = 2 FLOPs).
     .venv/bin/python benchmarks/litert.py [--rounds 15] [--target cpu] [--quick]
 
 Writes `benchmarks/results/litert.md` (`litert_<target>.md` for a non-default
-target). These are desktop-CPU numbers, never phone numbers.
+target); `--family sic` times FactorizedResNet50/101 and FactorizedVGG16
+instead of the EffResNet50 conv types and writes `litert_sic.md`. These are desktop-CPU numbers, never phone numbers.
 """
 
 import argparse
@@ -35,15 +36,23 @@ BASELINE = "keras ResNet50"
 THREADS = (1, 2)
 
 
+# The SIC paper's networks (`--family sic`), default knobs.
+SIC_NETWORKS = ("FactorizedResNet50", "FactorizedResNet101", "FactorizedVGG16")
+
+
 def build(label):
     if label == BASELINE:
         return keras.applications.ResNet50(weights=None)
     if label == "keras MobileNetV2":
         return keras.applications.MobileNetV2(weights=None)
+    if label in SIC_NETWORKS:
+        return getattr(applications, label)()
     return applications.EffResNet50(conv=label.split()[-1])
 
 
-def labels(quick):
+def labels(quick, family="effresnet50"):
+    if family == "sic":
+        return [BASELINE, "keras MobileNetV2"] + list(SIC_NETWORKS[:1] if quick else SIC_NETWORKS)
     convs = ["hetconv", "depthwise_separable"] if quick else [c for c in conv_method_names() if c != "standard"]
     return [BASELINE, "keras MobileNetV2"] + [f"EffResNet50 {c}" for c in convs]
 
@@ -66,12 +75,14 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu", help="optimize_for_inference target")
     parser.add_argument("--quick", action="store_true", help="only two conv types")
+    parser.add_argument("--family", choices=("effresnet50", "sic"), default="effresnet50",
+                        help="EffResNet50 per conv type (default), or the SIC paper's networks")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
     work = tempfile.mkdtemp(prefix="effconv-litert-bench-")
     macs, runs, exports = {}, {}, {}
-    for label in labels(args.quick):
+    for label in labels(args.quick, args.family):
         model = build(label)
         macs[label] = profile(model).total_macs
         path = os.path.join(work, label.replace(" ", "_") + ".tflite")
@@ -116,7 +127,10 @@ def main(argv=None):
         )
     text = "\n".join(lines) + "\n"
     print(text)
-    name = "litert.md" if args.target == "cpu" else f"litert_{args.target}.md"
+    suffix = ("" if args.family == "effresnet50" else f"_{args.family}") + (
+        "" if args.target == "cpu" else f"_{args.target}"
+    )
+    name = f"litert{suffix}.md"
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name)
     with open(out, "w") as f:
         f.write(text)

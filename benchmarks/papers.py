@@ -12,3 +12,11 @@ IMAGENET_CLAIMS = {
     ("EffVGG16", "factorized"): "SIC: 42x fewer",
     ("EffVGG16", "hetconv"): "HetConv: 3-8x fewer (P=4..)",
 }
+
+# Wang, Liu & Foroosh, "Factorized Convolutional Neural Networks" (ICCVW 2017, arXiv 1608.04337):
+# network -> (MACs the paper reports or None, MAC reduction it reports, text).
+SIC_NETWORK_CLAIMS = {
+    "FactorizedResNet50": (845e6, 4.5, "845 M MACs, 4.5x (ICCVW abstract 4.38x)"),
+    "FactorizedResNet101": (1172e6, 6.5, "1172 M MACs, 6.5x (ICCVW abstract 5.85x)"),
+    "FactorizedVGG16": (None, 42.0, "42x fewer"),
+}

@@ -269,3 +269,31 @@ def test_killed_converter_is_reported_by_signal(tmp_path):
         stop.set()
         killer.join()
     assert os.listdir(tmp_path) == []
+
+
+# The SIC paper's networks: one representative in the default run, every one at 224 px with -m slow.
+SIC_EXPORTS = [
+    pytest.param("FactorizedResNet50", (64, 64, 3), {}, id="FactorizedResNet50-64"),
+    pytest.param("FactorizedResNet20", (28, 28, 1), {}, id="FactorizedResNet20-28", marks=pytest.mark.slow),
+    pytest.param("FactorizedVGG16", (32, 32, 3), {"style": "cifar", "classes": 10}, id="FactorizedVGG16-cifar",
+                 marks=pytest.mark.slow),
+] + [
+    pytest.param(name, (224, 224, 3), {}, id=f"{name}-224", marks=pytest.mark.slow)
+    for name in ("FactorizedResNet50", "FactorizedResNet101", "FactorizedVGG16")
+]
+
+
+@TF_ONLY
+@pytest.mark.parametrize("name, shape, kwargs", SIC_EXPORTS)
+def test_sic_networks_export_builtin_only_and_run_on_gpu(name, shape, kwargs, tmp_path):
+    from keras_effconv import applications
+
+    if shape == (224, 224, 3):
+        model = getattr(applications, name)(classifier_activation=None, **kwargs)
+    else:
+        model = getattr(applications, name)(input_shape=shape, classifier_activation=None, include_top=False,
+                                            pooling="avg", **kwargs)
+    report = export_litert(randomize_statistics(model), tmp_path / "m.tflite")
+    _check_float32(report, (1,) + shape)
+    # The ring projections run as grouped convolutions (their executed-MACs form), never as GATHER.
+    assert "GATHER" not in report.ops
