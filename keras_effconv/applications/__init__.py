@@ -5,6 +5,11 @@ from keras_effconv.applications.cifar import EffResNet20
 from keras_effconv.applications.cifar import EffResNet56
 from keras_effconv.applications.conversion import ConversionReport
 from keras_effconv.applications.conversion import convert
+from keras_effconv.applications.factorized import FactorizedResNet20
+from keras_effconv.applications.factorized import FactorizedResNet50
+from keras_effconv.applications.factorized import FactorizedResNet56
+from keras_effconv.applications.factorized import FactorizedResNet101
+from keras_effconv.applications.factorized import FactorizedVGG16
 from keras_effconv.applications.imagenet import decode_predictions
 from keras_effconv.applications.imagenet import preprocess_input
 from keras_effconv.applications.resnet import EffResNet50
@@ -20,6 +25,12 @@ MODELS = {
     "eff_resnet101": EffResNet101,
     "eff_resnet152": EffResNet152,
     "eff_vgg16": EffVGG16,
+    # The SIC paper's networks (their own knobs instead of `conv`/`conv_config`).
+    "factorized_resnet20": FactorizedResNet20,
+    "factorized_resnet56": FactorizedResNet56,
+    "factorized_resnet50": FactorizedResNet50,
+    "factorized_resnet101": FactorizedResNet101,
+    "factorized_vgg16": FactorizedVGG16,
 }
 
 __all__ = [
@@ -31,6 +42,11 @@ __all__ = [
     "EffResNet50",
     "EffResNet56",
     "EffVGG16",
+    "FactorizedResNet101",
+    "FactorizedResNet20",
+    "FactorizedResNet50",
+    "FactorizedResNet56",
+    "FactorizedVGG16",
     "MODELS",
     "convert",
     "decode_predictions",
