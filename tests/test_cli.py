@@ -15,6 +15,17 @@ def test_profile_prints_summary_and_json(capsys):
     assert data["input_shape"] == [28, 28, 1] and data["total_macs"] > 0
 
 
+def test_profile_the_sic_networks_and_their_standard_counterparts(capsys):
+    assert cli.main(["profile", "factorized_resnet20", "--json", "--input-shape", "28,28,1"]) == 0
+    factorized = json.loads(capsys.readouterr().out)["total_macs"]
+    assert cli.main(["profile", "factorized_resnet20", "--conv", "standard", "--json", "--input-shape", "28,28,1"]) == 0
+    standard = json.loads(capsys.readouterr().out)["total_macs"]
+    assert 5 < standard / factorized < 7
+    with pytest.raises(SystemExit):
+        cli.main(["profile", "factorized_resnet20", "--conv", "hetconv"])
+    assert "built from SIC layers" in capsys.readouterr().err
+
+
 def test_profile_a_saved_model(tmp_path, capsys):
     from keras_effconv import applications
 

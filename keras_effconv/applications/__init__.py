@@ -33,6 +33,68 @@ MODELS = {
     "factorized_vgg16": FactorizedVGG16,
 }
 
+# The network each fixed-design name is compared with (`create(name, conv="standard")`).
+STANDARD_COUNTERPARTS = {
+    "factorized_resnet20": "eff_resnet20",
+    "factorized_resnet56": "eff_resnet56",
+    "factorized_resnet50": "eff_resnet50",
+    "factorized_resnet101": "eff_resnet101",
+    "factorized_vgg16": "eff_vgg16",
+}
+
+
+def default_conv(name):
+    """The conv method a network of `MODELS` uses when none is given: `"factorized"` for the SIC networks."""
+    return "factorized" if name in STANDARD_COUNTERPARTS else "hetconv"
+
+
+def create(name, conv=None, conv_config=None, **kwargs):
+    """Builds a network of `MODELS` by name, the way the CLI and the training recipe do.
+
+    `Eff*` networks take `conv` and `conv_config`. The SIC paper's
+    `factorized_*` networks are built from SIC layers by design: `conv` must
+    be `None` or `"factorized"`, and `conv_config` holds their knobs (e.g.
+    `{"grid": (1, 8), "window": (1, 2)}`); `conv="standard"` builds their
+    standard counterpart (`STANDARD_COUNTERPARTS`), the network they are
+    measured against.
+
+    Args:
+        name: a key of `MODELS`.
+        conv: a registered conv method name, or None for the network's default.
+        conv_config: the method's arguments (`Eff*`) or the knobs
+            (`factorized_*`), or None.
+        **kwargs: keras.applications arguments (`input_shape`, `classes`, ...).
+
+    Returns:
+        A `keras_effconv.applications.EffConvModel`.
+
+    Raises:
+        ValueError: for an unknown `name`, or a `conv` other than
+            `"factorized"`/`"standard"` for a `factorized_*` network.
+
+    Example:
+
+    >>> model = create("factorized_resnet20", conv_config={"sic_units": 2}, input_shape=(28, 28, 1))
+    >>> model.get_layer("stack1_block1_1_conv").num_units
+    2
+    """
+    if name not in MODELS:
+        raise ValueError(f"Invalid value for argument `name`: expected one of {sorted(MODELS)}. Received: name={name!r}")
+    if name in STANDARD_COUNTERPARTS:
+        if conv == "standard":
+            return MODELS[STANDARD_COUNTERPARTS[name]](conv="standard", **kwargs)
+        if conv not in (None, "factorized"):
+            raise ValueError(
+                f"Invalid value for argument `conv`: model {name!r} is built from SIC layers by design; "
+                f"expected None, 'factorized' (its knobs go in `conv_config`) or 'standard' (its standard "
+                f"counterpart {STANDARD_COUNTERPARTS[name]!r}). Received: conv={conv!r}"
+            )
+        return MODELS[name](**(conv_config or {}), **kwargs)
+    if conv is not None:
+        kwargs["conv"] = conv
+    return MODELS[name](conv_config=conv_config, **kwargs)
+
+
 __all__ = [
     "ConversionReport",
     "EffConvModel",
@@ -48,7 +110,10 @@ __all__ = [
     "FactorizedResNet56",
     "FactorizedVGG16",
     "MODELS",
+    "STANDARD_COUNTERPARTS",
     "convert",
+    "create",
+    "default_conv",
     "decode_predictions",
     "preprocess_input",
 ]

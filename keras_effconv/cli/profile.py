@@ -23,12 +23,12 @@ def _network(name, conv, conv_config=None, input_shape=None, include_top=True, c
         raise CommandError(
             f"unknown model {name!r}; choose one of {sorted(applications.MODELS)} or pass a .keras file"
         )
-    kwargs = {"conv": conv, "conv_config": conv_config, "include_top": include_top}
+    kwargs = {"include_top": include_top}
     if input_shape is not None:
         kwargs["input_shape"] = input_shape
     if classes is not None:
         kwargs["classes"] = classes
-    return applications.MODELS[name](**kwargs)
+    return applications.create(name, conv, conv_config, **kwargs)
 
 
 def _profile_command(args):
@@ -67,8 +67,9 @@ def register(subparsers):
     parser = subparsers.add_parser("profile", help="MACs and parameters of a network, per layer and in total")
     parser.add_argument("model", help="eff_resnet20, eff_resnet56, eff_resnet50, eff_resnet101, eff_resnet152, "
                         "eff_vgg16, or a .keras file")
-    parser.add_argument("--conv", default="hetconv", choices=conv_choices(),
-                        help="efficient convolution (default hetconv)")
+    parser.add_argument("--conv", default=None, choices=conv_choices(),
+                        help="efficient convolution (default: the network's, hetconv for eff_*, "
+                        "factorized for the SIC networks factorized_*)")
     parser.add_argument("--conv-config", type=json_dict, default=None,
                         help='method arguments as JSON, e.g. \'{"part": 8}\'')
     parser.add_argument("--input-shape", type=parse_shape, default=None, help="per-sample input shape H,W,C")

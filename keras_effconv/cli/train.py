@@ -12,12 +12,13 @@ from keras_effconv.cli._args import positive_int
 
 
 def _train_command(args):
+    from keras_effconv.applications import default_conv
     from keras_effconv.training import TrainConfig
     from keras_effconv.training import train
 
     config = TrainConfig(
         model=args.model,
-        conv=args.conv,
+        conv=args.conv or default_conv(args.model),
         conv_config=args.conv_config,
         dataset=args.dataset,
         data_path=args.data_path,
@@ -62,8 +63,9 @@ def register(subparsers):
     parser = subparsers.add_parser("train", help="train a network with model.fit (resumable)")
     parser.add_argument("--model", default="eff_resnet20", choices=sorted(MODELS),
                         help="network (default eff_resnet20)")
-    parser.add_argument("--conv", default="hetconv", choices=conv_choices(),
-                        help="efficient convolution (default hetconv)")
+    parser.add_argument("--conv", default=None, choices=conv_choices(),
+                        help="efficient convolution (default: the network's, hetconv for eff_*, "
+                        "factorized for the SIC networks factorized_*)")
     parser.add_argument("--conv-config", type=json_dict, default=None, help="method arguments as JSON")
     parser.add_argument("--dataset", default="fashion_mnist", choices=DATASETS,
                         help="training data (default fashion_mnist)")

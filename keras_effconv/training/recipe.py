@@ -179,11 +179,12 @@ def build_model(config, input_shape, num_classes):
     float32, as Keras' mixed-precision guide advises: a bfloat16 softmax
     rounds probabilities to 3 significant digits and the loss with them.
     """
-    model = applications.MODELS[config.model](
+    model = applications.create(
+        config.model,
+        config.conv,
+        config.conv_config,
         input_shape=input_shape,
         classes=num_classes,
-        conv=config.conv,
-        conv_config=config.conv_config,
         weights=None,
     )
     if keras.config.dtype_policy().compute_dtype == "float32":

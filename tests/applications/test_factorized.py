@@ -507,3 +507,16 @@ def test_default_bottlenecks_fit_the_smallest_inputs():
     applications.FactorizedVGG16(include_top=False, input_shape=(40, 40, 3))
     applications.FactorizedVGG16(include_top=False, input_shape=(8, 8, 3), style="cifar")  # block3 at 2x2
     applications.FactorizedResNet50(include_top=False, input_shape=(32, 32, 3), spatial_bottleneck_stages=(4,))
+
+
+def test_create_builds_by_name_with_knobs_and_standard_counterparts():
+    model = applications.create("factorized_resnet20", conv_config={"sic_units": 2}, input_shape=(28, 28, 1))
+    assert model.get_layer("stack1_block1_1_conv").num_units == 2
+    standard = applications.create("factorized_resnet20", "standard", input_shape=(28, 28, 1))
+    assert type(standard.get_layer("stack1_block1_1_conv")) is keras.layers.Conv2D
+    assert applications.default_conv("factorized_vgg16") == "factorized"
+    assert applications.default_conv("eff_resnet20") == "hetconv"
+    with pytest.raises(ValueError, match="`conv`.*built from SIC layers"):
+        applications.create("factorized_resnet20", "igc")
+    with pytest.raises(ValueError, match="`name`"):
+        applications.create("resnet18")
