@@ -1,5 +1,10 @@
 """Accuracy vs MACs: CIFAR-style ResNet-20 on the full real Fashion-MNIST, every conv type.
 
+Beside the conv types (each replacing ResNet-20's 3x3 convolutions) it
+trains the SIC paper's small networks (`factorized_resnet20`,
+`factorized_vgg16_cifar`, the CIFAR-style VGG-16 at 28 px) with the same recipe,
+epochs and seeds; `--convs` takes conv types and network names.
+
 Fixed epoch budget, at least 2 seeds per conv type; test accuracy (mean ±
 half the spread), params, MACs, training images/s (train step at the
 recipe's batch size) and inference latency (batch 1), speeds measured with all
@@ -24,12 +29,16 @@ from keras_effconv.training.compare import compare_convs
 from keras_effconv.training.compare import comparison_markdown
 
 
+# The SIC paper's small networks, trained beside ResNet-20's conv types.
+SIC_NETWORKS = ("factorized_resnet20", "factorized_vgg16_cifar")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--subset", type=int, default=None)
-    parser.add_argument("--convs", default=",".join(conv_method_names()))
+    parser.add_argument("--convs", default=",".join(conv_method_names() + SIC_NETWORKS))
     parser.add_argument("--runs", default=os.path.join("runs", "accuracy"))
     args = parser.parse_args(argv)
     backend = keras.backend.backend()

@@ -1,5 +1,7 @@
 """Networks built from efficient convolutions, mirroring `keras.applications`."""
 
+import functools
+
 from keras_effconv.applications._common import EffConvModel
 from keras_effconv.applications.cifar import EffResNet20
 from keras_effconv.applications.cifar import EffResNet56
@@ -25,12 +27,15 @@ MODELS = {
     "eff_resnet101": EffResNet101,
     "eff_resnet152": EffResNet152,
     "eff_vgg16": EffVGG16,
+    # The CIFAR VGG-16 (`style="cifar"`) for 28-32 px data, e.g. in the training recipe.
+    "eff_vgg16_cifar": functools.partial(EffVGG16, style="cifar", classes=10),
     # The SIC paper's networks (their own knobs instead of `conv`/`conv_config`).
     "factorized_resnet20": FactorizedResNet20,
     "factorized_resnet56": FactorizedResNet56,
     "factorized_resnet50": FactorizedResNet50,
     "factorized_resnet101": FactorizedResNet101,
     "factorized_vgg16": FactorizedVGG16,
+    "factorized_vgg16_cifar": functools.partial(FactorizedVGG16, style="cifar", classes=10),
 }
 
 # The network each fixed-design name is compared with (`create(name, conv="standard")`).
@@ -40,6 +45,7 @@ STANDARD_COUNTERPARTS = {
     "factorized_resnet50": "eff_resnet50",
     "factorized_resnet101": "eff_resnet101",
     "factorized_vgg16": "eff_vgg16",
+    "factorized_vgg16_cifar": "eff_vgg16_cifar",
 }
 
 

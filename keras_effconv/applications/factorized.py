@@ -558,7 +558,7 @@ FactorizedResNet101.__doc__ = _RESNET_DOC.format(
     keras_args=_IMAGENET_KERAS_ARGS,
     knobs=_RESNET_KNOBS + ' Default: none.',
     func="FactorizedResNet101",
-    # Building 101 layers takes seconds: tests/applications/test_factorized.py covers it with -m slow.
+    # Building 101 layers takes seconds: tests/applications/test_factorized_networks.py covers it with -m slow.
     skip="  # doctest: +SKIP",
 )
 

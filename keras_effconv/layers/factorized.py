@@ -416,11 +416,11 @@ class TopologicalProjection(EfficientConv2D):
 
         Example:
 
-        >>> proj = TopologicalProjection(16, grid=(1, 4), window=(1, 2))
+        >>> proj = TopologicalProjection(16, grid=(1, 8), window=(1, 2))
         >>> proj.build((None, 8, 8, 16))
         >>> form = proj.inference_form()
         >>> form.execution, form.group_kernels.shape
-        ('rolled_groups', (2, 1, 1, 4, 16))
+        ('rolled_groups', (2, 1, 1, 2, 16))
         """
         self._require_built()
         return TopologicalProjectionInferenceForm(

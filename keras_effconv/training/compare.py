@@ -7,6 +7,7 @@ import statistics
 import keras
 import numpy as np
 
+from keras_effconv import applications
 from keras_effconv._files import atomic_path
 from keras_effconv.profiling import measure_latency
 from keras_effconv.profiling import measure_training_speed
@@ -16,14 +17,26 @@ from keras_effconv.training.recipe import run_state
 from keras_effconv.training.recipe import train
 
 
+def _entry_config(base_config, entry, seed):
+    """The `TrainConfig` of one `compare_convs` entry: a conv type, or a network of `MODELS`."""
+    if entry in applications.MODELS:
+        return dataclasses.replace(base_config, model=entry, conv=applications.default_conv(entry), conv_config=None,
+                                   seed=seed)
+    return dataclasses.replace(base_config, conv=entry, seed=seed)
+
+
 def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, train_steps=10, verbose=0):
     """Trains `base_config` once per conv type and seed; returns one row per conv.
 
     Each run goes to `out_dir/<conv>/seed<k>` and resumes if interrupted;
-    finished runs are reused, not retrained.
+    finished runs are reused, not retrained. An entry of `convs` that names
+    a network of `keras_effconv.applications.MODELS` instead (e.g.
+    `"factorized_resnet20"`, the SIC paper's design) trains that network
+    with its own conv method in place of `base_config.model`; its row is
+    labelled with the network's name.
 
     Args:
-        convs: conv types to compare.
+        convs: conv types (or network names) to compare.
         base_config: a `TrainConfig`; its `conv` and `seed` are overridden.
         out_dir: parent directory of the runs.
         seeds: one run per seed.
@@ -55,7 +68,7 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
         for seed in seeds:
             run_dir = os.path.join(out_dir, conv, f"seed{seed}")
             metrics_path = os.path.join(run_dir, "metrics.json")
-            config = dataclasses.replace(base_config, conv=conv, seed=seed)
+            config = _entry_config(base_config, conv, seed)
             if run_state(run_dir) == "finished":
                 changed = config_differences(config, run_dir)
                 if changed:

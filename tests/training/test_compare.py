@@ -15,9 +15,11 @@ from keras_effconv.training.compare import comparison_markdown
 @pytest.mark.skipif(BACKEND == "jax", reason="two extra XLA train-step compilations; the logic is backend independent")
 def test_compare_convs_tabulates_and_reuses_finished_runs(tmp_path):
     config = TrainConfig(epochs=1, subset=64, batch_size=32, max_test_images=32)
-    rows = compare_convs(["standard", "hetconv"], config, str(tmp_path))
-    assert [r["conv"] for r in rows] == ["standard", "hetconv"]
-    assert rows[1]["macs"] < rows[0]["macs"] and all(r["latency_ms"] > 0 for r in rows)
+    rows = compare_convs(["standard", "hetconv", "factorized_resnet20"], config, str(tmp_path))
+    assert [r["conv"] for r in rows] == ["standard", "hetconv", "factorized_resnet20"]
+    assert rows[2]["macs"] < rows[1]["macs"] < rows[0]["macs"] and all(r["latency_ms"] > 0 for r in rows)
+    with open(tmp_path / "factorized_resnet20" / "seed0" / "config.json") as f:
+        assert '"model": "factorized_resnet20"' in f.read()
     assert all(r["train_images_per_second"] > 0 and r["fit_images_per_second"] > 0 for r in rows)
     stamp = os.path.getmtime(tmp_path / "hetconv" / "seed0" / "metrics.json")
     again = compare_convs(["hetconv"], config, str(tmp_path))
