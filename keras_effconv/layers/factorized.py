@@ -145,12 +145,15 @@ def _project(projection, x):
     return y
 
 
-def _projection_weights(projection):
-    """(dense `(1, 1, C_in, filters)` kernel, bias or None, topological form or None) of a projection."""
+def _projection_weights(projection, input_shape=None):
+    """(dense `(1, 1, C_in, filters)` kernel, bias or None, topological form or None) of a projection.
+
+    `input_shape` is the projection's input shape (its form can depend on it).
+    """
     topological = isinstance(projection, TopologicalProjection)
     kernel = projection.dense_kernel() if topological else projection.kernel
     bias = projection.bias if projection.use_bias else None
-    form = projection.inference_form() if topological else None
+    form = projection.inference_form(input_shape) if topological else None
     return EfficientConv2D._numpy(kernel), EfficientConv2D._numpy(bias), form
 
 
@@ -175,25 +178,44 @@ def cell_shift_order(channels, grid, shift):
     return order
 
 
-def choose_execution(grid, window):
-    """The form `execution="auto"` runs: the cost rule, calibrated on this project's CPUs.
+def choose_execution(grid, window, input_channels=None, filters=None, spatial=None):
+    """The form `execution="auto"` runs for one call: a cost rule calibrated on this project's CPUs.
 
     `rolled_groups` executes `1 / cut` of the dense MACs (`cut = d1 d2 / (c1 c2)`)
     but adds, per window offset besides the centre, one rolled copy of the
-    input and one more grouped convolution. Measured at 14x14x256 (batch 8 on
-    TensorFlow, batch 1 on LiteRT XNNPACK, 2 threads): a 1-D ring with 8 cells
-    and 2 offsets (cut 4) runs 1.2x (TensorFlow) and 1.7x (LiteRT) faster than
-    the dense masked matmul, a 4x4 grid with a 2x2 window (cut 4, 4 offsets)
-    1.3x and 1.5x slower. Rule: rolled groups when `cut >= 2 * c1 c2`, and
-    always for a `1 x 1` window (a plain grouped convolution).
+    input, and its grouped convolutions are small matrix products. Measured
+    for the ring `grid=(1, 8), window=(1, 2)` (cut 4) at ResNet-50's
+    projection shapes, rolled against masked dense (TensorFlow batch 8 /
+    LiteRT XNNPACK batch 1, 2 threads): 7x7 maps 1.4-2.0x / 1.3-3.4x faster,
+    14x14 1.0-1.2x / 0.8-1.5x, 28x28 0.45-0.65x / 0.3-0.9x, 56x56
+    0.24-0.35x / 0.2-0.5x (slower: the copies cost more than the saved
+    MACs); a 4x4 grid with a 2x2 window (cut 4, 4 offsets) 1.3x / 1.5x slower
+    at 14x14x256. Rule: rolled groups when `cut >= 2 * c1 c2` (or a `1 x 1`
+    window), at least `32 x 32` channels per group pair (`s_in * s_out >=
+    1024`), and a feature map of at most `14 x 14`; a size not known (None)
+    does not count against it.
+
+    Args:
+        grid, window: the projection's topology.
+        input_channels, filters: channel counts, or None when unknown.
+        spatial: `(H, W)` of the call's input (after striding), entries None
+            when unknown.
+
+    Returns:
+        `"rolled_groups"` or `"masked_dense"`.
     """
     cells = grid[0] * grid[1]
     offsets = window[0] * window[1]
     if offsets == cells:
         return "masked_dense"
-    if offsets == 1 or cells >= 2 * offsets * offsets:
-        return "rolled_groups"
-    return "masked_dense"
+    if offsets > 1 and cells < 2 * offsets * offsets:
+        return "masked_dense"
+    if input_channels is not None and filters is not None:
+        if (input_channels // cells) * (filters // cells) < 1024:
+            return "masked_dense"
+    if spatial is not None and None not in spatial and spatial[0] * spatial[1] > 14 * 14:
+        return "masked_dense"
+    return "rolled_groups"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,9 +267,10 @@ class TopologicalProjection(EfficientConv2D):
       filled in (`dense_kernel()`), which executes `(d1 d2) / (c1 c2)` times
       more but needs no rolled copies.
 
-    `execution="auto"` picks by the measured rule of `choose_execution`; the
-    chosen form is `execution_form`, which inference runs (and export emits);
-    a training call (`training=True`, as in `model.fit`) with `"auto"` runs
+    `execution="auto"` picks per call, from the channel counts and the
+    input's static spatial size, by the measured rule of `choose_execution`;
+    `execution_for(input_shape)` says which form runs (and what export
+    emits) for an input shape. A training call (`training=True`, as in `model.fit`) with `"auto"` runs
     the masked dense form, because the rolled form's gradient (grouped
     convolution backprop) measured 10x slower on TensorFlow at 14x14x256. `compute_macs` counts the connected
     multiply-accumulates only. With `strides > 1` the input is subsampled
@@ -276,10 +299,12 @@ class TopologicalProjection(EfficientConv2D):
 
     Example:
 
-    >>> proj = TopologicalProjection(64, grid=(1, 8), window=(1, 2))
-    >>> y = proj(keras.ops.ones((1, 4, 4, 64)))
-    >>> proj.count_params() == 64 * 64 * 2 // 8 + 64, proj.execution_form
-    (True, 'rolled_groups')
+    >>> proj = TopologicalProjection(256, grid=(1, 8), window=(1, 2))
+    >>> y = proj(keras.ops.ones((1, 7, 7, 256)))
+    >>> proj.count_params() == 256 * 256 * 2 // 8 + 256
+    True
+    >>> proj.execution_for((1, 7, 7, 256)), proj.execution_for((1, 56, 56, 256))
+    ('rolled_groups', 'masked_dense')
     """
 
     def __init__(
@@ -330,7 +355,6 @@ class TopologicalProjection(EfficientConv2D):
         if execution not in EXECUTION_FORMS:
             raise _validation.invalid_value("execution", f"expected one of {EXECUTION_FORMS}", execution)
         self.execution = execution
-        self.execution_form = choose_execution(self.grid, self.window) if execution == "auto" else execution
 
     def _build_kernels(self, input_channels):
         cells = self.grid[0] * self.grid[1]
@@ -363,11 +387,37 @@ class TopologicalProjection(EfficientConv2D):
         self._group_map = dense[group_rows, j].reshape(len(self._offsets), 1, 1, s_in, self.filters)
         self.connectivity = connected
 
+    def execution_for(self, input_shape=None):
+        """The exact form this layer runs in inference (and export emits) for `input_shape`.
+
+        Args:
+            input_shape: the input shape with batch dimension (None entries
+                for unknown sizes), or None.
+
+        Returns:
+            `"rolled_groups"` or `"masked_dense"`: the `execution` argument,
+            or with `"auto"` the choice of `choose_execution` for the
+            channels and the (strided) spatial size.
+        """
+        if self.execution != "auto":
+            return self.execution
+        spatial = None
+        if input_shape is not None and len(input_shape) == 4:
+            spatial = tuple(
+                None if s is None else _core.ceil_div(s, stride)
+                for s, stride in zip(_core.spatial_dims(tuple(input_shape), self.data_format), self.strides)
+            )
+        channels = getattr(self, "input_channels", None)
+        return choose_execution(self.grid, self.window, channels, self.filters, spatial)
+
     def call(self, inputs, training=None):
         # With execution="auto" a training step runs the masked dense form: measured at
         # 14x14x256 on TensorFlow, the rolled form's gradient (grouped-conv backprop)
         # is 10x slower than the dense one. Both forms are the same function.
-        form = "masked_dense" if training and self.execution == "auto" else self.execution_form
+        if training and self.execution == "auto":
+            form = "masked_dense"
+        else:
+            form = self.execution_for(tuple(inputs.shape))
         outputs = self._project(inputs, form)
         if self.bias is not None:
             outputs = _core.add_bias(outputs, self.bias, self.data_format)
@@ -376,7 +426,7 @@ class TopologicalProjection(EfficientConv2D):
         return outputs
 
     def _convolve(self, inputs):
-        return self._project(inputs, self.execution_form)
+        return self._project(inputs, self.execution_for(tuple(inputs.shape)))
 
     def _project(self, inputs, form):
         x = inputs
@@ -405,8 +455,12 @@ class TopologicalProjection(EfficientConv2D):
         self._require_built()
         return _core.gather_from_parts([self.kernel], self._dense_map)
 
-    def inference_form(self):
+    def inference_form(self, input_shape=None):
         """The projection in both exact forms, and which one the layer runs.
+
+        Args:
+            input_shape: the input shape the form is for (see
+                `execution_for`), or None.
 
         Returns:
             A `TopologicalProjectionInferenceForm` of float32 NumPy arrays.
@@ -416,15 +470,15 @@ class TopologicalProjection(EfficientConv2D):
 
         Example:
 
-        >>> proj = TopologicalProjection(16, grid=(1, 8), window=(1, 2))
+        >>> proj = TopologicalProjection(16, grid=(1, 8), window=(1, 2), execution="rolled_groups")
         >>> proj.build((None, 8, 8, 16))
-        >>> form = proj.inference_form()
+        >>> form = proj.inference_form((1, 8, 8, 16))
         >>> form.execution, form.group_kernels.shape
         ('rolled_groups', (2, 1, 1, 2, 16))
         """
         self._require_built()
         return TopologicalProjectionInferenceForm(
-            execution=self.execution_form,
+            execution=self.execution_for(input_shape),
             strides=self.strides,
             dense_kernel=self._numpy(self.dense_kernel()),
             input_orders=[order.copy() for order in self._input_orders],
@@ -598,7 +652,7 @@ class SpatialBottleneck(EfficientConv2D):
             projection = projection * c1 * c2 // (d1 * d2)
         return low * (kh * kw * input_channels + projection) + output_spatial[0] * output_spatial[1] * self.filters
 
-    def inference_form(self):
+    def inference_form(self, input_shape=None):
         """The bottleneck's weights in the form its export lowering emits.
 
         `y = depthwise_conv(x, depthwise_kernel, strides=2, "same")`, then
@@ -608,6 +662,10 @@ class SpatialBottleneck(EfficientConv2D):
         `a * 2 + b` lands at row offset `a`, column offset `b`), cropped to
         the input's height and width.
 
+        Args:
+            input_shape: the input shape (with batch dimension) the form is
+                for, or None; a topological projection's form depends on it.
+
         Returns:
             A `SpatialBottleneckInferenceForm` of float32 NumPy arrays.
 
@@ -615,7 +673,8 @@ class SpatialBottleneck(EfficientConv2D):
             ValueError: if the layer is not built.
         """
         self._require_built()
-        kernel, _, form = _projection_weights(self.projection)
+        half = None if input_shape is None else self._half_shape(tuple(input_shape))
+        kernel, _, form = _projection_weights(self.projection, half)
         return SpatialBottleneckInferenceForm(
             depthwise_kernel=self._numpy(self.depthwise_kernel),
             projection_kernel=kernel,
@@ -810,13 +869,17 @@ class FactorizedConv2D(EfficientConv2D):
             x = y
         return x
 
-    def inference_form(self):
+    def inference_form(self, input_shape=None):
         """The SIC units' weights in the form the export lowering emits.
 
         Unit by unit: `y = conv1x1(depthwise_conv(x, depthwise_kernel,
         **geometry), projection_kernel) + projection_bias` (or, for a
         bottleneck unit, the `SpatialBottleneck` form in `bottleneck`), then
         `y + x` when `residual`, then the layer's `activation`.
+
+        Args:
+            input_shape: the input shape (with batch dimension) the form is
+                for, or None; a topological projection's form depends on it.
 
         Returns:
             A list of `FactorizedUnitForm`, one per unit.
@@ -825,15 +888,27 @@ class FactorizedConv2D(EfficientConv2D):
             ValueError: if the layer is not built.
         """
         self._require_built()
+        output_shape = None if input_shape is None else self.compute_output_shape(tuple(input_shape))
         units = []
         inner = dict(strides=(1, 1), padding="same", dilation_rate=self.dilation_rate)
         for (c, first, bottleneck, residual), block, depthwise in zip(
             self._plan, self.unit_blocks, self._unit_depthwise
         ):
+            unit_input = None
+            if output_shape is not None:
+                # Every unit but a strided first one reads (and returns) the layer's output size.
+                unit_input = input_shape if first else _core.with_spatial_and_channels(
+                    output_shape, _core.spatial_dims(output_shape, self.data_format), c, self.data_format
+                )
             if bottleneck:
-                units.append(FactorizedUnitForm(None, None, None, None, block.inference_form(), residual))
+                units.append(
+                    FactorizedUnitForm(None, None, None, None, block.inference_form(unit_input), residual)
+                )
                 continue
-            kernel, bias, form = _projection_weights(block)
+            projection_input = None if output_shape is None else _core.with_spatial_and_channels(
+                output_shape, _core.spatial_dims(output_shape, self.data_format), c, self.data_format
+            )
+            kernel, bias, form = _projection_weights(block, projection_input)
             geometry = dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)
             units.append(
                 FactorizedUnitForm(

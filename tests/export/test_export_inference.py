@@ -112,27 +112,28 @@ def test_subclassed_model_rejected():
 def _topological_model():
     from keras_effconv import layers as eff
 
-    inputs = keras.Input((12, 10, 32))
-    x = eff.TopologicalProjection(32, grid=(1, 8), window=(1, 2), name="ring")(inputs)
+    ring = {"grid": (1, 8), "window": (1, 2)}
+    inputs = keras.Input((6, 5, 256))
+    x = eff.TopologicalProjection(256, name="ring", **ring)(inputs)  # auto: rolled at 6x5
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU()(x)
-    x = eff.TopologicalProjection(64, grid=(2, 4), window=(2, 2), strides=2, execution="rolled_groups",
+    x = eff.TopologicalProjection(512, grid=(2, 4), window=(2, 2), strides=2, execution="rolled_groups",
                                   name="torus_s2")(x)
-    x = eff.FactorizedConv2D(64, 3, num_units=1, topology={"grid": (1, 8), "window": (1, 2)},
-                             spatial_bottleneck=True, name="sic_ring")(x)
-    x = eff.FactorizedConv2D(32, 3, topology={"grid": (1, 8), "window": (1, 2)}, activation="relu", name="sic")(x)
+    x = eff.FactorizedConv2D(512, 3, num_units=1, topology=ring, spatial_bottleneck=True, name="sic_ring")(x)
+    x = eff.FactorizedConv2D(256, 3, topology=ring, activation="relu", name="sic")(x)
+    x = eff.TopologicalProjection(64, name="small_groups", **ring)(x)  # auto: 8x8 groups run masked dense
     return keras.Model(inputs, x)
 
 
 def test_topological_projections_keep_their_executed_form():
     model = randomize_statistics(_topological_model())
-    x = np.random.default_rng(4).standard_normal((1, 12, 10, 32)).astype("float32")
+    x = np.random.default_rng(4).standard_normal((1, 6, 5, 256)).astype("float32")
     expected = model(x)
     for target in ("gpu", "cpu") if ON_TF else ("gpu",):
         fast = optimize_for_inference(model, target=target)
         assert max_rel_diff(expected, fast(x)) <= 1e-4
-        # One grouped conv (8 cells = 8 groups) per window offset: 2 per ring projection
-        # (4 of them), 4 on the torus; BN folded into them.
+        # One grouped conv (8 cells = 8 groups) per window offset: 2 per rolled ring projection
+        # (4 of them), 4 on the torus, none for the masked one; BN folded into them.
         assert [l.groups for l in _grouped_convs(fast)] == [8] * 12
         assert not any(isinstance(l, keras.layers.BatchNormalization) for l in fast.layers)
         # The rolled views are slices + a concatenation, never a GATHER.

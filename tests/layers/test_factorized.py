@@ -61,7 +61,7 @@ def test_topological_projection_sparsity_and_output(rng, c_in, filters, grid, wi
 def test_topological_execution_forms_match_numpy(rng, execution, c_in, filters, grid, window, strides, data_format):
     # Both exact forms against the NumPy reference built from the independent connectivity mask.
     layer = TopologicalProjection(filters, grid, window, strides=strides, data_format=data_format, execution=execution)
-    assert layer.execution_form == execution
+    assert layer.execution_for((2, 7, 5, c_in)) == execution
     x = rng.standard_normal((2, 7, 5, c_in)).astype("float32")
     layer.build(x.shape if data_format == "channels_last" else (2, c_in, 7, 5))
     randomize(layer, rng)
@@ -95,17 +95,31 @@ def test_topological_inference_form_sums_grouped_views(rng):
 
 
 @pytest.mark.parametrize(
-    "grid, window, expected",
-    [((1, 8), (1, 2), "rolled_groups"), ((4, 4), (2, 2), "masked_dense"), ((4, 4), (1, 1), "rolled_groups"),
-     ((8, 8), (2, 2), "rolled_groups"), ((2, 2), (2, 2), "masked_dense")],
+    "grid, window, channels, size, expected",
+    [
+        ((1, 8), (1, 2), 256, 14, "rolled_groups"),
+        ((1, 8), (1, 2), 256, 28, "masked_dense"),  # larger maps: the copies cost more than the MACs saved
+        ((1, 8), (1, 2), 64, 7, "masked_dense"),  # 8x8 channel groups: too small a matmul
+        ((1, 8), (1, 2), 256, None, "rolled_groups"),  # unknown size does not count against it
+        ((4, 4), (2, 2), 512, 7, "masked_dense"),  # 4 offsets for a 4x cut: too many copies
+        ((4, 4), (1, 1), 512, 7, "rolled_groups"),  # a plain grouped conv
+        ((8, 8), (2, 2), 2048, 7, "rolled_groups"),
+        ((2, 2), (2, 2), 256, 7, "masked_dense"),  # window == grid: dense
+    ],
 )
-def test_auto_execution_follows_the_cost_rule(grid, window, expected):
-    assert TopologicalProjection(64, grid, window).execution_form == expected
+def test_auto_execution_follows_the_cost_rule(grid, window, channels, size, expected):
+    layer = TopologicalProjection(channels, grid, window)
+    layer.build((None, None, None, channels))
+    assert layer.execution_for((1, size, size, channels)) == expected
+    strided = TopologicalProjection(channels, grid, window, strides=2)
+    strided.build((None, None, None, channels))
+    if size is not None:
+        assert strided.execution_for((1, 2 * size, 2 * size, channels)) == expected
 
 
 def test_auto_trains_with_the_masked_form_and_infers_with_the_rolled_one(rng, monkeypatch):
-    layer = TopologicalProjection(16, grid=(1, 8), window=(1, 2))
-    x = rng.standard_normal((2, 3, 3, 16)).astype("float32")
+    layer = TopologicalProjection(256, grid=(1, 8), window=(1, 2))
+    x = rng.standard_normal((2, 3, 3, 256)).astype("float32")
     layer.build(x.shape)
     randomize(layer, rng)
     inference = reference.to_numpy(layer(x))
@@ -121,7 +135,7 @@ def test_topological_config_round_trips_strides_and_execution():
     layer = TopologicalProjection(16, grid=(1, 4), window=(1, 2), strides=2, execution="masked_dense")
     again = TopologicalProjection.from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
-    assert (again.strides, again.execution_form) == ((2, 2), "masked_dense")
+    assert (again.strides, again.execution_for()) == ((2, 2), "masked_dense")
     assert "kernel_size" not in layer.get_config()
 
 

@@ -87,7 +87,7 @@ def lower_factorized(rewriter, call):
     layer, value = call.layer, call.value
     require_channels_last(layer)
     name = layer.name
-    for u, unit in enumerate(layer.inference_form()):
+    for u, unit in enumerate(layer.inference_form(value.tensor.shape)):
         x = rewriter.materialize(value)
         if unit.bottleneck is not None:
             out = Value(_bottleneck(rewriter, unit.bottleneck, x, f"{name}_unit{u}"))
@@ -109,7 +109,7 @@ def lower_spatial_bottleneck(rewriter, call):
     layer = call.layer
     require_channels_last(layer)
     x = rewriter.materialize(call.value)
-    value = Value(_bottleneck(rewriter, layer.inference_form(), x, layer.name))
+    value = Value(_bottleneck(rewriter, layer.inference_form(x.shape), x, layer.name))
     return rewriter.activation(value, layer.activation, layer.name)
 
 
@@ -118,5 +118,5 @@ def lower_topological_projection(rewriter, call):
     """The projection in the form the layer runs (`inference_form()`)."""
     layer = call.layer
     require_channels_last(layer)
-    value = _topological(rewriter, layer.inference_form(), call.value, layer.name)
+    value = _topological(rewriter, layer.inference_form(call.value.tensor.shape), call.value, layer.name)
     return rewriter.activation(value, layer.activation, layer.name)
