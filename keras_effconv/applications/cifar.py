@@ -13,10 +13,10 @@ import keras
 from keras_effconv.applications import _common
 from keras_effconv.applications.conv_types import ConvReplacer
 
-_STAGE_FILTERS = (16, 32, 64)
+STAGE_FILTERS = (16, 32, 64)
 # Faster-moving BN statistics than keras' 0.99: short CPU runs (a few hundred
 # steps) otherwise evaluate with statistics that have not converged yet.
-_BN_MOMENTUM = 0.9
+BN_MOMENTUM = 0.9
 
 
 def _basic_block(x, filters, replace, stride, name):
@@ -26,16 +26,56 @@ def _basic_block(x, filters, replace, stride, name):
     input_channels = x.shape[bn_axis]
     if stride != 1 or input_channels != filters:
         shortcut = replace(Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv"), x)
-        shortcut = BatchNormalization(axis=bn_axis, momentum=_BN_MOMENTUM, name=f"{name}_0_bn")(shortcut)
+        shortcut = BatchNormalization(axis=bn_axis, momentum=BN_MOMENTUM, name=f"{name}_0_bn")(shortcut)
     else:
         shortcut = x
     x = replace(Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv"), x)
-    x = BatchNormalization(axis=bn_axis, momentum=_BN_MOMENTUM, name=f"{name}_1_bn")(x)
+    x = BatchNormalization(axis=bn_axis, momentum=BN_MOMENTUM, name=f"{name}_1_bn")(x)
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
     x = replace(Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv"), x)
-    x = BatchNormalization(axis=bn_axis, momentum=_BN_MOMENTUM, name=f"{name}_2_bn")(x)
+    x = BatchNormalization(axis=bn_axis, momentum=BN_MOMENTUM, name=f"{name}_2_bn")(x)
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def build_cifar_resnet(
+    depth,
+    include_top,
+    weights,
+    input_tensor,
+    input_shape,
+    pooling,
+    classes,
+    classifier_activation,
+    name,
+    make_replacer,
+    model_label,
+):
+    """The CIFAR ResNet-`depth` whose convolutions go through a replacer (see `resnet.build_resnet`)."""
+    _common.check_weights(weights, model_label)
+    replace = make_replacer()
+    img_input = _common.image_input(input_tensor, input_shape, include_top, default_size=32, min_size=8)
+    replace.check_input(img_input)
+    bn_axis = _common.channel_axis()
+    blocks = (depth - 2) // 6
+
+    x = replace(keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1_conv"), img_input)
+    x = keras.layers.BatchNormalization(axis=bn_axis, momentum=BN_MOMENTUM, name="conv1_bn")(x)
+    x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    pyramid = {}  # the stage outputs `stack{1..3}_block{last}_out`
+    for stage, filters in enumerate(STAGE_FILTERS, start=1):
+        for block in range(1, blocks + 1):
+            stride = 2 if stage > 1 and block == 1 else 1
+            x = _basic_block(x, filters, replace, stride, name=f"stack{stage}_block{block}")
+        pyramid[f"P{stage - 1}"] = x
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = _common.classifier(x, classes, classifier_activation)
+    else:
+        x = _common.pool_features(x, pooling)
+    replace.require_replacements(f"model '{name}'")
+    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
 
 
 def _cifar_resnet(
@@ -51,29 +91,19 @@ def _cifar_resnet(
     conv,
     conv_config,
 ):
-    _common.check_weights(weights, f"EffResNet{depth}")
-    replace = ConvReplacer(conv, conv_config)
-    img_input = _common.image_input(input_tensor, input_shape, include_top, default_size=32, min_size=8)
-    bn_axis = _common.channel_axis()
-    blocks = (depth - 2) // 6
-
-    x = replace(keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1_conv"), img_input)
-    x = keras.layers.BatchNormalization(axis=bn_axis, momentum=_BN_MOMENTUM, name="conv1_bn")(x)
-    x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    pyramid = {}  # the stage outputs `stack{1..3}_block{last}_out`
-    for stage, filters in enumerate(_STAGE_FILTERS, start=1):
-        for block in range(1, blocks + 1):
-            stride = 2 if stage > 1 and block == 1 else 1
-            x = _basic_block(x, filters, replace, stride, name=f"stack{stage}_block{block}")
-        pyramid[f"P{stage - 1}"] = x
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = _common.classifier(x, classes, classifier_activation)
-    else:
-        x = _common.pool_features(x, pooling)
-    replace.require_replacements(f"model '{name}'")
-    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
+    return build_cifar_resnet(
+        depth,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        lambda: ConvReplacer(conv, conv_config),
+        f"EffResNet{depth}",
+    )
 
 
 _DOC = """Instantiates the CIFAR-style ResNet-{depth} with efficient convolutions.

@@ -138,6 +138,13 @@ class ConvReplacer:
                 f"no convolution of {what}. Reasons: {reasons[:4]}"
             )
 
+    def check_input(self, img_input):
+        """Checks the network's input before its layers are built; a conv method fits any size the network takes.
+
+        The network builders call it after `image_input` (the SIC networks'
+        replacer checks there that its spatial bottlenecks fit the maps).
+        """
+
     def __call__(self, conv_layer, inputs):
         """Applies `conv_layer` or its replacement to the Keras tensor `inputs`."""
         layer = self.replacement(conv_layer, tuple(inputs.shape))

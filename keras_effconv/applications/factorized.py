@@ -113,23 +113,18 @@ import math
 import keras
 
 from keras_effconv import _validation
-from keras_effconv.applications import _common
+from keras_effconv.applications import cifar
+from keras_effconv.applications import resnet
+from keras_effconv.applications import vgg
 from keras_effconv.layers import FactorizedConv2D
 from keras_effconv.layers import TopologicalProjection
 from keras_effconv.layers.factorized import EXECUTION_FORMS
 from keras_effconv.layers.factorized import normalize_topology
 
-_BN_EPSILON = 1.001e-5  # keras' ResNet
-_CIFAR_BN_MOMENTUM = 0.9  # cifar.py's and vgg.py's CIFAR style
 
-_RESNET_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
-_RESNET_FILTERS = (64, 128, 256, 512)
 _RESNET_STAGES = ("conv2", "conv3", "conv4", "conv5")
-_VGG_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 _VGG_STAGES = ("block1", "block2", "block3", "block4", "block5")
-_VGG_STYLES = ("imagenet", "cifar")
 _VGG_AUTO_STAGES = {"imagenet": _VGG_STAGES, "cifar": _VGG_STAGES[:3]}
-_CIFAR_FILTERS = (16, 32, 64)
 _CIFAR_STAGES = ("stack1", "stack2", "stack3")
 
 
@@ -143,34 +138,68 @@ class _Knobs:
     factorize_shortcuts: bool
     projection_execution: str
 
-    def projection(self, filters, strides, name, use_bias=True, shortcut=False):
-        """A standalone 1x1: `TopologicalProjection`, or keras' `Conv2D` when dense."""
+    def projection(self, conv_layer):
+        """The `TopologicalProjection` replacing a 1x1 `Conv2D`, or None to keep it (dense)."""
+        shortcut = conv_layer.name.endswith("_0_conv")
         if self.topology is None or (shortcut and not self.factorize_shortcuts):
-            return keras.layers.Conv2D(filters, 1, strides=strides, use_bias=use_bias, name=name)
+            return None
         return TopologicalProjection(
-            filters,
+            conv_layer.filters,
             self.topology["grid"],
             self.topology["window"],
-            strides=strides,
-            use_bias=use_bias,
+            strides=conv_layer.strides,
+            use_bias=conv_layer.use_bias,
             execution=self.projection_execution,
-            name=name,
+            name=conv_layer.name,
         )
 
-    def conv3x3(self, filters, stage, name, strides=1, activation=None, use_bias=True):
-        """The `FactorizedConv2D` replacing a 3x3 `Conv2D` of `stage`."""
+    def conv3x3(self, conv_layer, stage):
+        """The `FactorizedConv2D` replacing a 3x3 `Conv2D` of `stage` (same activation and bias)."""
         return FactorizedConv2D(
-            filters,
+            conv_layer.filters,
             3,
-            strides=strides,
+            strides=conv_layer.strides,
             padding="same",
-            activation=activation,
-            use_bias=use_bias,
+            activation=conv_layer.activation,
+            use_bias=conv_layer.use_bias,
             num_units=self.sic_units,
             topology=self.topology,
             spatial_bottleneck=stage in self.bottleneck_stages,
-            name=name,
+            name=conv_layer.name,
         )
+
+
+# The stems read the image: they stay keras' Conv2D.
+_STEMS = ("conv1_conv", "block1_conv1")
+
+
+class _SICReplacer:
+    """What the shared network builders call for every `Conv2D` (the `ConvReplacer` interface).
+
+    1x1 convolutions become `TopologicalProjection`s (or stay dense), 3x3
+    ones `FactorizedConv2D`s of their stage (the layer name's first part:
+    `conv2`, `stack1`, `block3`), the stems stay.
+    """
+
+    def __init__(self, knobs, stage_sizes, bottleneck_value):
+        self.knobs = knobs
+        self.stage_sizes = stage_sizes
+        self.bottleneck_value = bottleneck_value
+
+    def check_input(self, img_input):
+        _check_bottleneck_sizes(self.knobs, img_input, self.stage_sizes, self.bottleneck_value)
+
+    def require_replacements(self, what):
+        """Every non-stem convolution is replaced by construction: nothing to check."""
+
+    def __call__(self, conv_layer, inputs):
+        layer = None
+        if conv_layer.name not in _STEMS:
+            if conv_layer.kernel_size == (1, 1):
+                layer = self.knobs.projection(conv_layer)
+            elif conv_layer.kernel_size == (3, 3):
+                layer = self.knobs.conv3x3(conv_layer, conv_layer.name.split("_")[0])
+        return (layer or conv_layer)(inputs)
 
 
 def _stage_list(value, stage_names, auto=False):
@@ -302,26 +331,6 @@ def _floor_half(length):
 # --------------------------------------------------------------------------- ResNet-50/101
 
 
-def _resnet_block(x, filters, knobs, stage, stride=1, conv_shortcut=True, name=None):
-    bn_axis = _common.channel_axis()
-    BatchNormalization = keras.layers.BatchNormalization
-    if conv_shortcut:
-        shortcut = knobs.projection(4 * filters, stride, f"{name}_0_conv", shortcut=True)(x)
-        shortcut = BatchNormalization(axis=bn_axis, epsilon=_BN_EPSILON, name=f"{name}_0_bn")(shortcut)
-    else:
-        shortcut = x
-    x = knobs.projection(filters, stride, f"{name}_1_conv")(x)
-    x = BatchNormalization(axis=bn_axis, epsilon=_BN_EPSILON, name=f"{name}_1_bn")(x)
-    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = knobs.conv3x3(filters, stage, f"{name}_2_conv")(x)
-    x = BatchNormalization(axis=bn_axis, epsilon=_BN_EPSILON, name=f"{name}_2_bn")(x)
-    x = keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
-    x = knobs.projection(4 * filters, 1, f"{name}_3_conv")(x)
-    x = BatchNormalization(axis=bn_axis, epsilon=_BN_EPSILON, name=f"{name}_3_bn")(x)
-    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
-    return keras.layers.Activation("relu", name=f"{name}_out")(x)
-
-
 def _factorized_resnet(
     depth_name,
     include_top,
@@ -339,51 +348,29 @@ def _factorized_resnet(
     factorize_shortcuts,
     projection_execution,
 ):
-    _common.check_weights(weights, f"Factorized{depth_name.replace('resnet', 'ResNet')}")
-    channels = (64,) + _RESNET_FILTERS + tuple(4 * f for f in _RESNET_FILTERS)
-    knobs = _check_knobs(
-        grid,
-        window,
-        sic_units,
-        spatial_bottleneck_stages,
-        factorize_shortcuts,
-        projection_execution,
-        _RESNET_STAGES,
-        channels,
+    def make_replacer():
+        channels = (64,) + resnet.STAGE_FILTERS + tuple(4 * f for f in resnet.STAGE_FILTERS)
+        knobs = _check_knobs(
+            grid, window, sic_units, spatial_bottleneck_stages, factorize_shortcuts, projection_execution,
+            _RESNET_STAGES, channels,
+        )
+        # Stem conv (stride 2) and max pooling (stride 2), then conv3..conv5 halve: all "ceil".
+        sizes = lambda length: _stage_sizes(length, _RESNET_STAGES, 2, _ceil_half)  # noqa: E731
+        return _SICReplacer(knobs, sizes, spatial_bottleneck_stages)
+
+    return resnet.build_resnet(
+        depth_name,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        make_replacer,
+        f"Factorized{depth_name.replace('resnet', 'ResNet')}",
     )
-    img_input = _common.image_input(input_tensor, input_shape, include_top, default_size=224, min_size=32)
-    # Stem conv (stride 2) and max pooling (stride 2), then conv3..conv5 halve: all "ceil".
-    _check_bottleneck_sizes(
-        knobs,
-        img_input,
-        lambda length: _stage_sizes(length, _RESNET_STAGES, 2, _ceil_half),
-        spatial_bottleneck_stages,
-    )
-    bn_axis = _common.channel_axis()
-
-    x = keras.layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(img_input)
-    x = keras.layers.Conv2D(64, 7, strides=2, use_bias=True, name="conv1_conv")(x)
-    x = keras.layers.BatchNormalization(axis=bn_axis, epsilon=_BN_EPSILON, name="conv1_bn")(x)
-    x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    x = keras.layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-
-    pyramid = {}  # stage outputs `conv{2..5}_block{last}_out`, strides 4 to 32
-    for index, (stage, filters, blocks) in enumerate(
-        zip(_RESNET_STAGES, _RESNET_FILTERS, _RESNET_BLOCKS[depth_name])
-    ):
-        stride = 1 if index == 0 else 2
-        x = _resnet_block(x, filters, knobs, stage, stride=stride, name=f"{stage}_block1")
-        for block in range(2, blocks + 1):
-            x = _resnet_block(x, filters, knobs, stage, conv_shortcut=False, name=f"{stage}_block{block}")
-        pyramid[f"P{index + 2}"] = x
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = _common.classifier(x, classes, classifier_activation)
-    else:
-        x = _common.pool_features(x, pooling)
-    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
 
 
 _KERAS_ARGS_DOC = """        include_top: whether to include the classifier{top}.
@@ -641,90 +628,32 @@ def FactorizedVGG16(
     >>> [type(model.get_layer(n)).__name__ for n in ("block1_conv1", "block1_conv2")]
     ['Conv2D', 'FactorizedConv2D']
     """
-    _common.check_weights(weights, "FactorizedVGG16")
-    style = _validation.check_choice(style, "style", _VGG_STYLES)
-    cifar = style == "cifar"
-    knobs = _check_knobs(
-        grid,
-        window,
-        sic_units,
-        spatial_bottleneck_stages,
-        True,
-        "auto",
-        _VGG_STAGES,
-        tuple(filters for filters, _ in _VGG_BLOCKS),
-        auto_stages=_VGG_AUTO_STAGES[style],
-    )
-    img_input = _common.image_input(
+
+    def make_replacer():
+        cifar_style = style == "cifar"  # validated by build_vgg16 before
+        knobs = _check_knobs(
+            grid, window, sic_units, spatial_bottleneck_stages, True, "auto", _VGG_STAGES,
+            tuple(filters for filters, _ in vgg.BLOCKS), auto_stages=_VGG_AUTO_STAGES[style],
+        )
+        sizes = lambda length: _stage_sizes(length, _VGG_STAGES, 0, _ceil_half if cifar_style else _floor_half)  # noqa: E731
+        return _SICReplacer(knobs, sizes, spatial_bottleneck_stages)
+
+    return vgg.build_vgg16(
+        include_top,
+        weights,
         input_tensor,
         input_shape,
-        include_top,
-        default_size=32 if cifar else 224,
-        min_size=8 if cifar else 32,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        style,
+        make_replacer,
+        "FactorizedVGG16",
     )
-    _check_bottleneck_sizes(
-        knobs,
-        img_input,
-        lambda length: _stage_sizes(length, _VGG_STAGES, 0, _ceil_half if cifar else _floor_half),
-        spatial_bottleneck_stages,
-    )
-    bn_axis = _common.channel_axis()
-
-    x = img_input
-    pyramid = {}  # the block outputs `block{1..5}_pool`, strides 2 to 32
-    for block, (stage, (filters, convs)) in enumerate(zip(_VGG_STAGES, _VGG_BLOCKS), start=1):
-        for i in range(1, convs + 1):
-            layer_name = f"{stage}_conv{i}"
-            activation = None if cifar else "relu"
-            if block == 1 and i == 1:
-                layer = keras.layers.Conv2D(filters, (3, 3), activation=activation, padding="same", name=layer_name)
-            else:
-                layer = knobs.conv3x3(filters, stage, layer_name, activation=activation)
-            x = layer(x)
-            if cifar:
-                x = keras.layers.BatchNormalization(
-                    axis=bn_axis, momentum=_CIFAR_BN_MOMENTUM, name=f"{stage}_bn{i}"
-                )(x)
-                x = keras.layers.Activation("relu", name=f"{stage}_relu{i}")(x)
-        pool_padding = "same" if cifar else "valid"
-        x = keras.layers.MaxPooling2D((2, 2), strides=(2, 2), padding=pool_padding, name=f"{stage}_pool")(x)
-        pyramid[f"P{block}"] = x
-
-    if include_top:
-        x = keras.layers.Flatten(name="flatten")(x)
-        if cifar:
-            x = keras.layers.Dense(512, name="fc1")(x)
-            x = keras.layers.BatchNormalization(momentum=_CIFAR_BN_MOMENTUM, name="fc1_bn")(x)
-            x = keras.layers.Activation("relu", name="fc1_relu")(x)
-        else:
-            x = keras.layers.Dense(4096, activation="relu", name="fc1")(x)
-            x = keras.layers.Dense(4096, activation="relu", name="fc2")(x)
-        x = _common.classifier(x, classes, classifier_activation)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D()(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D()(x)
-    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
 
 
 # --------------------------------------------------------------------------- CIFAR ResNet-20/56
-
-
-def _cifar_block(x, filters, knobs, stage, stride, name):
-    bn_axis = _common.channel_axis()
-    BatchNormalization = keras.layers.BatchNormalization
-    if stride != 1 or x.shape[bn_axis] != filters:
-        shortcut = knobs.projection(filters, stride, f"{name}_0_conv", use_bias=False, shortcut=True)(x)
-        shortcut = BatchNormalization(axis=bn_axis, momentum=_CIFAR_BN_MOMENTUM, name=f"{name}_0_bn")(shortcut)
-    else:
-        shortcut = x
-    x = knobs.conv3x3(filters, stage, f"{name}_1_conv", strides=stride, use_bias=False)(x)
-    x = BatchNormalization(axis=bn_axis, momentum=_CIFAR_BN_MOMENTUM, name=f"{name}_1_bn")(x)
-    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = knobs.conv3x3(filters, stage, f"{name}_2_conv", use_bias=False)(x)
-    x = BatchNormalization(axis=bn_axis, momentum=_CIFAR_BN_MOMENTUM, name=f"{name}_2_bn")(x)
-    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
-    return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
 def _factorized_cifar_resnet(
@@ -744,43 +673,27 @@ def _factorized_cifar_resnet(
     factorize_shortcuts,
     projection_execution,
 ):
-    _common.check_weights(weights, f"FactorizedResNet{depth}")
-    knobs = _check_knobs(
-        grid,
-        window,
-        sic_units,
-        spatial_bottleneck_stages,
-        factorize_shortcuts,
-        projection_execution,
-        _CIFAR_STAGES,
-        _CIFAR_FILTERS,
-    )
-    img_input = _common.image_input(input_tensor, input_shape, include_top, default_size=32, min_size=8)
-    _check_bottleneck_sizes(
-        knobs,
-        img_input,
-        lambda length: _stage_sizes(length, _CIFAR_STAGES, 0, _ceil_half),
-        spatial_bottleneck_stages,
-    )
-    bn_axis = _common.channel_axis()
-    blocks = (depth - 2) // 6
+    def make_replacer():
+        knobs = _check_knobs(
+            grid, window, sic_units, spatial_bottleneck_stages, factorize_shortcuts, projection_execution,
+            _CIFAR_STAGES, cifar.STAGE_FILTERS,
+        )
+        sizes = lambda length: _stage_sizes(length, _CIFAR_STAGES, 0, _ceil_half)  # noqa: E731
+        return _SICReplacer(knobs, sizes, spatial_bottleneck_stages)
 
-    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1_conv")(img_input)
-    x = keras.layers.BatchNormalization(axis=bn_axis, momentum=_CIFAR_BN_MOMENTUM, name="conv1_bn")(x)
-    x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    pyramid = {}  # the stage outputs `stack{1..3}_block{last}_out`
-    for index, (stage, filters) in enumerate(zip(_CIFAR_STAGES, _CIFAR_FILTERS)):
-        for block in range(1, blocks + 1):
-            stride = 2 if index > 0 and block == 1 else 1
-            x = _cifar_block(x, filters, knobs, stage, stride, name=f"{stage}_block{block}")
-        pyramid[f"P{index}"] = x
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = _common.classifier(x, classes, classifier_activation)
-    else:
-        x = _common.pool_features(x, pooling)
-    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
+    return cifar.build_cifar_resnet(
+        depth,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        make_replacer,
+        f"FactorizedResNet{depth}",
+    )
 
 
 _CIFAR_DOC = """Instantiates the CIFAR ResNet-{depth} built from SIC layers.

@@ -11,12 +11,12 @@ from keras_effconv.applications import _common
 from keras_effconv.applications.conv_types import ConvReplacer
 
 # Blocks per stage (conv2 .. conv5) of each depth.
-_STAGE_BLOCKS = {
+STAGE_BLOCKS = {
     "resnet50": (3, 4, 6, 3),
     "resnet101": (3, 4, 23, 3),
     "resnet152": (3, 8, 36, 3),
 }
-_STAGE_FILTERS = (64, 128, 256, 512)
+STAGE_FILTERS = (64, 128, 256, 512)
 
 
 def _residual_block(x, filters, replace, stride=1, conv_shortcut=True, name=None):
@@ -47,6 +47,55 @@ def _stack(x, filters, blocks, replace, stride1=2, name=None):
     return x
 
 
+def build_resnet(
+    depth_name,
+    include_top,
+    weights,
+    input_tensor,
+    input_shape,
+    pooling,
+    classes,
+    classifier_activation,
+    name,
+    make_replacer,
+    model_label,
+):
+    """keras' ResNet v1 of `depth_name` whose convolutions go through a replacer.
+
+    `make_replacer()` returns the callable `replace(conv2d, x)` (e.g. a
+    `ConvReplacer`, or the SIC networks' replacer) after validating its
+    arguments; its `check_input(img_input)` runs once the input is known and
+    `require_replacements(what)` at the end. `model_label` names the network
+    in the weights message.
+    """
+    _common.check_weights(weights, model_label)
+    replace = make_replacer()
+    img_input = _common.image_input(input_tensor, input_shape, include_top, default_size=224, min_size=32)
+    replace.check_input(img_input)
+    bn_axis = _common.channel_axis()
+
+    x = keras.layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(img_input)
+    x = replace(keras.layers.Conv2D(64, 7, strides=2, use_bias=True, name="conv1_conv"), x)
+    x = keras.layers.BatchNormalization(axis=bn_axis, epsilon=1.001e-5, name="conv1_bn")(x)
+    x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    x = keras.layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+
+    # Stage outputs `conv{2..5}_block{last}_out`, strides 4 to 32 (keras-hub's P2..P5).
+    pyramid = {}
+    for stage, (filters, blocks) in enumerate(zip(STAGE_FILTERS, STAGE_BLOCKS[depth_name])):
+        x = _stack(x, filters, blocks, replace, stride1=1 if stage == 0 else 2, name=f"conv{stage + 2}")
+        pyramid[f"P{stage + 2}"] = x
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = _common.classifier(x, classes, classifier_activation)
+    else:
+        x = _common.pool_features(x, pooling)
+    replace.require_replacements(f"model '{name}'")
+    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
+
+
 def _eff_resnet(
     depth_name,
     include_top,
@@ -60,31 +109,19 @@ def _eff_resnet(
     conv,
     conv_config,
 ):
-    _common.check_weights(weights, f"Eff{depth_name.replace('resnet', 'ResNet')}")
-    replace = ConvReplacer(conv, conv_config)
-    img_input = _common.image_input(input_tensor, input_shape, include_top, default_size=224, min_size=32)
-    bn_axis = _common.channel_axis()
-
-    x = keras.layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(img_input)
-    x = replace(keras.layers.Conv2D(64, 7, strides=2, use_bias=True, name="conv1_conv"), x)
-    x = keras.layers.BatchNormalization(axis=bn_axis, epsilon=1.001e-5, name="conv1_bn")(x)
-    x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    x = keras.layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-
-    # Stage outputs `conv{2..5}_block{last}_out`, strides 4 to 32 (keras-hub's P2..P5).
-    pyramid = {}
-    for stage, (filters, blocks) in enumerate(zip(_STAGE_FILTERS, _STAGE_BLOCKS[depth_name])):
-        x = _stack(x, filters, blocks, replace, stride1=1 if stage == 0 else 2, name=f"conv{stage + 2}")
-        pyramid[f"P{stage + 2}"] = x
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = _common.classifier(x, classes, classifier_activation)
-    else:
-        x = _common.pool_features(x, pooling)
-    replace.require_replacements(f"model '{name}'")
-    return _common.assemble(img_input, input_tensor, x, name, weights, pyramid)
+    return build_resnet(
+        depth_name,
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        lambda: ConvReplacer(conv, conv_config),
+        f"Eff{depth_name.replace('resnet', 'ResNet')}",
+    )
 
 
 _DOC = """Instantiates {title} with efficient convolutions.

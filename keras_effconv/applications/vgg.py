@@ -10,10 +10,11 @@ BN -> ReLU -> `Dense(classes)` (BN momentum 0.9); 313.5 M MACs at 32x32.
 
 import keras
 
+from keras_effconv import _validation
 from keras_effconv.applications import _common
 from keras_effconv.applications.conv_types import ConvReplacer
 
-_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 STYLES = ("imagenet", "cifar")
 
 
@@ -78,10 +79,38 @@ def EffVGG16(
     >>> model.get_layer("block2_conv1").__class__.__name__
     'HetConv2D'
     """
-    _common.check_weights(weights, "EffVGG16")
-    if style not in STYLES:
-        raise ValueError(f"Invalid value for argument `style`: expected one of {STYLES}. Received: style={style!r}")
-    replace = ConvReplacer(conv, conv_config)
+    return build_vgg16(
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        name,
+        style,
+        lambda: ConvReplacer(conv, conv_config),
+        "EffVGG16",
+    )
+
+
+def build_vgg16(
+    include_top,
+    weights,
+    input_tensor,
+    input_shape,
+    pooling,
+    classes,
+    classifier_activation,
+    name,
+    style,
+    make_replacer,
+    model_label,
+):
+    """keras' VGG16 (or the CIFAR style) whose convolutions go through a replacer (see `resnet.build_resnet`)."""
+    _common.check_weights(weights, model_label)
+    style = _validation.check_choice(style, "style", STYLES)
+    replace = make_replacer()
     cifar = style == "cifar"
     img_input = _common.image_input(
         input_tensor,
@@ -90,11 +119,12 @@ def EffVGG16(
         default_size=32 if cifar else 224,
         min_size=8 if cifar else 32,
     )
+    replace.check_input(img_input)
     bn_axis = _common.channel_axis()
 
     x = img_input
     pyramid = {}  # the block outputs `block{1..5}_pool`, strides 2 to 32
-    for block, (filters, convs) in enumerate(_BLOCKS, start=1):
+    for block, (filters, convs) in enumerate(BLOCKS, start=1):
         for i in range(1, convs + 1):
             if cifar:
                 x = replace(keras.layers.Conv2D(filters, (3, 3), padding="same", name=f"block{block}_conv{i}"), x)
