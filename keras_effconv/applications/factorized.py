@@ -34,11 +34,13 @@ Design choices and their reasons:
   `window=(1, 2)`: a ring of 8 channel cells in which each output cell reads
   its own cell and the next, 4x fewer projection MACs and parameters. Of the
   4x cuts it is the one that runs fastest: `TopologicalProjection` infers
-  it as two grouped 1x1 convolutions (`"rolled_groups"`), measured 1.2x
-  (TensorFlow) and 1.7x (LiteRT) faster than the dense masked matmul at
-  14x14x256, while a 4x4 grid with a 2x2 window (also 4x) runs 1.3x and
-  1.5x slower than dense (`keras_effconv.layers.factorized.choose_execution`;
-  training steps use the masked dense form). The grid's cell
+  it as two grouped 1x1 convolutions (`"rolled_groups"`) on maps of at most
+  14x14 (1.0-3.4x faster than the dense masked matmul there, TensorFlow and
+  LiteRT), and as the masked matmul on the larger maps of the early stages,
+  where the rolled copies cost more than the MACs saved, while a 4x4 grid
+  with a 2x2 window (also 4x) runs 1.3x and 1.5x slower than dense at
+  14x14x256 (`keras_effconv.layers.factorized.choose_execution`; training
+  steps use the masked dense form). The grid's cell
   count must divide every channel count it subdivides (for these networks:
   a divisor of 64, or of 16 for the CIFAR ResNets). `grid=None,
   window=None` makes every projection dense (keras' `Conv2D` for the
