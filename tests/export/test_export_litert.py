@@ -279,7 +279,15 @@ SIC_EXPORTS = [
                  marks=pytest.mark.slow),
 ] + [
     pytest.param(name, (224, 224, 3), {}, id=f"{name}-224", marks=pytest.mark.slow)
-    for name in ("FactorizedResNet50", "FactorizedResNet101", "FactorizedVGG16")
+    for name in ("FactorizedResNet50", "FactorizedResNet101")
+] + [
+    # keras' own VGG16 fails the same way: on the lavapipe GPU path the FULLY_CONNECTED
+    # 25088 -> 4096 of the VGG top differs from the CPU interpreter by ~0.5-0.9 (measured).
+    pytest.param("FactorizedVGG16", (224, 224, 3), {}, id="FactorizedVGG16-224", marks=[
+        pytest.mark.slow,
+        pytest.mark.xfail(strict=True, raises=ExportError,
+                          reason="GPU FULLY_CONNECTED 25088->4096 (keras' VGG top) is wrong on lavapipe"),
+    ]),
 ]
 
 
