@@ -1,6 +1,7 @@
 """Networks built from efficient convolutions, mirroring `keras.applications`."""
 
 import functools
+import inspect
 
 from keras_effconv.applications._common import EffConvModel
 from keras_effconv.applications.cifar import EffResNet20
@@ -50,8 +51,14 @@ STANDARD_COUNTERPARTS = {
 
 
 def default_conv(name):
-    """The conv method a network of `MODELS` uses when none is given: `"factorized"` for the SIC networks."""
-    return "factorized" if name in STANDARD_COUNTERPARTS else "hetconv"
+    """The conv method a network of `MODELS` uses when none is given.
+
+    The default of its `conv` argument; `"factorized"` for the SIC networks,
+    which have none.
+    """
+    if name in STANDARD_COUNTERPARTS:
+        return "factorized"
+    return inspect.signature(MODELS[name]).parameters["conv"].default
 
 
 def create(name, conv=None, conv_config=None, **kwargs):

@@ -43,6 +43,8 @@ class ChannelGather(keras.layers.Layer):
     [3.0, 1.0]
     """
 
+    MAX_RUNS = 16
+
     def __init__(self, indices, **kwargs):
         super().__init__(**kwargs)
         indices = [int(i) for i in indices]
@@ -53,8 +55,6 @@ class ChannelGather(keras.layers.Layer):
         self.indices = indices
         runs = _core.channel_runs(indices)
         self._runs = runs if len(runs) <= self.MAX_RUNS else None
-
-    MAX_RUNS = 16
 
     def call(self, inputs):
         if self._runs is not None:

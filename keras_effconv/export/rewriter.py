@@ -199,6 +199,14 @@ class Rewriter:
 
     # -- emission helpers ----------------------------------------------------
 
+    def native_grouping(self, in_per_group, out_per_group):
+        """Whether a grouped CONV_2D with these channels per group runs right on the target.
+
+        The GPU delegate computes grouped convs whose channels per group are not
+        multiples of 4 wrongly (measured on the WebGPU accelerator); CPUs run any.
+        """
+        return self.target == "cpu" or (in_per_group % 4 == 0 and out_per_group % 4 == 0)
+
     def conv(self, x, kernel, bias, name, strides=1, padding="same", dilation_rate=1):
         """CONV_2D / DEPTHWISE_CONV_2D / per-group CONV_2Ds for a (grouped) kernel: the same function."""
         kh, kw, in_per_group, out_channels = kernel.shape
@@ -214,8 +222,7 @@ class Rewriter:
             dw = kernel.reshape(kh, kw, groups, out_per_group)
             layer = keras.layers.DepthwiseConv2D((kh, kw), depth_multiplier=out_per_group, name=self.name(name), **common)
             return self.emit(layer, x, [dw, bias])
-        gpu_safe = in_per_group % 4 == 0 and out_per_group % 4 == 0
-        if groups == 1 or self.target == "cpu" or gpu_safe:
+        if groups == 1 or self.native_grouping(in_per_group, out_per_group):
             layer = keras.layers.Conv2D(out_channels, (kh, kw), groups=groups, name=self.name(name), **common)
             return self.emit(layer, x, [kernel, bias])
         # The GPU delegate computes grouped convs with channels per group not a

@@ -122,7 +122,10 @@ class EfficientConv2D(keras.layers.Layer):
         self.input_channels = input_channels
 
     def call(self, inputs):
-        outputs = self._convolve(inputs)
+        return self._bias_and_activation(self._convolve(inputs))
+
+    def _bias_and_activation(self, outputs):
+        """Adds the layer's bias and applies its activation (the end of `call`)."""
         if self.bias is not None:
             outputs = _core.add_bias(outputs, self.bias, self.data_format)
         if self.activation is not None:

@@ -150,11 +150,11 @@ def _projection_weights(projection, input_shape=None):
 
     `input_shape` is the projection's input shape (its form can depend on it).
     """
-    topological = isinstance(projection, TopologicalProjection)
-    kernel = projection.dense_kernel() if topological else projection.kernel
-    bias = projection.bias if projection.use_bias else None
-    form = projection.inference_form(input_shape) if topological else None
-    return EfficientConv2D._numpy(kernel), EfficientConv2D._numpy(bias), form
+    bias = EfficientConv2D._numpy(projection.bias if projection.use_bias else None)
+    if isinstance(projection, TopologicalProjection):
+        form = projection.inference_form(input_shape)
+        return form.dense_kernel, bias, form
+    return EfficientConv2D._numpy(projection.kernel), bias, None
 
 
 EXECUTION_FORMS = ("auto", "masked_dense", "rolled_groups")
@@ -402,11 +402,8 @@ class TopologicalProjection(EfficientConv2D):
         if self.execution != "auto":
             return self.execution
         spatial = None
-        if input_shape is not None and len(input_shape) == 4:
-            spatial = tuple(
-                None if s is None else _core.ceil_div(s, stride)
-                for s, stride in zip(_core.spatial_dims(tuple(input_shape), self.data_format), self.strides)
-            )
+        if input_shape is not None:
+            spatial = _core.spatial_dims(self.compute_output_shape(input_shape), self.data_format)
         channels = getattr(self, "input_channels", None)
         return choose_execution(self.grid, self.window, channels, self.filters, spatial)
 
@@ -414,19 +411,12 @@ class TopologicalProjection(EfficientConv2D):
         # With execution="auto" a training step runs the masked dense form: measured at
         # 14x14x256 on TensorFlow, the rolled form's gradient (grouped-conv backprop)
         # is 10x slower than the dense one. Both forms are the same function.
+        # (It replaces `EfficientConv2D.call`, so it has no `_convolve`.)
         if training and self.execution == "auto":
             form = "masked_dense"
         else:
             form = self.execution_for(tuple(inputs.shape))
-        outputs = self._project(inputs, form)
-        if self.bias is not None:
-            outputs = _core.add_bias(outputs, self.bias, self.data_format)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
-
-    def _convolve(self, inputs):
-        return self._project(inputs, self.execution_for(tuple(inputs.shape)))
+        return self._bias_and_activation(self._project(inputs, form))
 
     def _project(self, inputs, form):
         x = inputs
@@ -894,21 +884,17 @@ class FactorizedConv2D(EfficientConv2D):
         for (c, first, bottleneck, residual), block, depthwise in zip(
             self._plan, self.unit_blocks, self._unit_depthwise
         ):
-            unit_input = None
-            if output_shape is not None:
-                # Every unit but a strided first one reads (and returns) the layer's output size.
-                unit_input = input_shape if first else _core.with_spatial_and_channels(
-                    output_shape, _core.spatial_dims(output_shape, self.data_format), c, self.data_format
-                )
+            # Every unit's projection, and every unit but the first, works at the layer's output size.
+            at_output = None if output_shape is None else _core.with_spatial_and_channels(
+                output_shape, _core.spatial_dims(output_shape, self.data_format), c, self.data_format
+            )
+            unit_input = input_shape if first else at_output
             if bottleneck:
                 units.append(
                     FactorizedUnitForm(None, None, None, None, block.inference_form(unit_input), residual)
                 )
                 continue
-            projection_input = None if output_shape is None else _core.with_spatial_and_channels(
-                output_shape, _core.spatial_dims(output_shape, self.data_format), c, self.data_format
-            )
-            kernel, bias, form = _projection_weights(block, projection_input)
+            kernel, bias, form = _projection_weights(block, at_output)
             geometry = dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)
             units.append(
                 FactorizedUnitForm(

@@ -42,8 +42,7 @@ def _topological(rewriter, form, value, name):
     bias = form.bias if form.bias is not None else np.zeros(form.dense_kernel.shape[3], "float32")
     s_in, filters = form.group_kernels.shape[3:]
     groups = form.dense_kernel.shape[2] // s_in
-    gpu_safe = s_in % 4 == 0 and (filters // groups) % 4 == 0
-    if form.execution == "masked_dense" or (rewriter.target == "gpu" and not gpu_safe):
+    if form.execution == "masked_dense" or not rewriter.native_grouping(s_in, filters // groups):
         kernel = rows_for_actual(form.dense_kernel, value.perm, axis=2)
         return rewriter.linear([Term("conv", value.tensor, kernel, bias, name, strides=form.strides)])
     if form.strides != (1, 1):
