@@ -18,6 +18,12 @@ from keras_effconv._validation import normalize_tuple
 # Measured on a 2-core x86 CPU (see benchmarks/results/): which exact form of
 # a grouped / depthwise convolution each backend runs fastest.
 #   grouped:   "native" = one ops.conv with a grouped kernel,
+#              "tf_nn"  = one tf.nn.convolution with a grouped kernel (TensorFlow,
+#                         channels_last): keras' ops.conv sends every grouped conv
+#                         through a nested XLA function on TensorFlow, which runs
+#                         2-3x slower on CPU than TensorFlow's own grouped kernel
+#                         (correct since TF 2.x for forward and gradient,
+#                         checked in tests/layers/test_core.py),
 #              "split"  = one dense conv per group, concatenated.
 #   depthwise: "native" = ops.depthwise_conv,
 #              "shift"  = sum of k*k shifted, per-channel scaled inputs (XLA:CPU
@@ -30,7 +36,7 @@ from keras_effconv._validation import normalize_tuple
 #              "contraction"   = exact batched contraction (MAC-exact).
 _FAST_FORMS = {
     "tensorflow": {
-        "grouped": "split",
+        "grouped": "tf_nn",
         "depthwise": "native",
         "hetconv": "grouped_dense",
         "interleaved_pointwise": "folded",
@@ -235,6 +241,17 @@ def grouped_conv(
     form = form or fast_form("grouped")
     if form == "native":
         return conv(x, kernel, strides, padding, dilation_rate, data_format)
+    if form == "tf_nn" and data_format == "channels_last" and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.nn.convolution(
+            x,
+            kernel,
+            strides=normalize_tuple(strides, 2, "strides"),
+            padding=padding.upper(),
+            dilations=normalize_tuple(dilation_rate, 2, "dilation_rate"),
+            data_format="NHWC",
+        )
     out_per_group = out_channels // groups
     outputs = []
     for g in range(groups):

@@ -429,7 +429,9 @@ class TopologicalProjection(EfficientConv2D):
         y = None
         for o, shift in enumerate(self._offsets):
             view = _core.roll_channel_grid(x, self.grid, shift, self.data_format)
-            part = _core.conv(view, kernels[o], data_format=self.data_format)
+            part = _core.grouped_conv(
+                view, kernels[o], self.grid[0] * self.grid[1], data_format=self.data_format
+            )
             y = part if y is None else y + part
         return y
 

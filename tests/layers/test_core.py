@@ -20,15 +20,44 @@ def test_both_depthwise_forms_match_reference(rng, strides, padding, dilation, m
         assert_close(reference.to_numpy(y), ref)
 
 
-@pytest.mark.parametrize("form", ["native", "split"])
-def test_both_grouped_forms_match_reference(rng, form):
-    x = rng.standard_normal((2, 7, 7, 8)).astype("float32")
+def _grouped_as_dense(k, groups, in_channels):
+    dense = np.zeros(k.shape[:2] + (in_channels, k.shape[3]))
+    i, o = k.shape[2], k.shape[3] // groups
+    for g in range(groups):
+        dense[:, :, i * g : i * (g + 1), o * g : o * (g + 1)] = k[:, :, :, o * g : o * (g + 1)]
+    return dense
+
+
+# "tf_nn" is TensorFlow's own grouped kernel (elsewhere it falls back to "split").
+@pytest.mark.parametrize("form", ["native", "split", "tf_nn"])
+@pytest.mark.parametrize("strides, padding, dilation", [(2, "same", 1), (1, "valid", 2)])
+def test_every_grouped_form_matches_reference(rng, form, strides, padding, dilation):
+    x = rng.standard_normal((2, 9, 9, 8)).astype("float32")
     k = rng.standard_normal((3, 3, 2, 12)).astype("float32")
-    dense = np.zeros((3, 3, 8, 12))
-    for g in range(4):
-        dense[:, :, 2 * g : 2 * g + 2, 3 * g : 3 * g + 3] = k[:, :, :, 3 * g : 3 * g + 3]
-    y = _core.grouped_conv(x, k, 4, strides=2, padding="same", form=form)
-    assert_close(reference.to_numpy(y), reference.conv2d(x, dense, (2, 2), "same"))
+    y = _core.grouped_conv(x, k, 4, strides=strides, padding=padding, dilation_rate=dilation, form=form)
+    expected = reference.conv2d(x, _grouped_as_dense(k, 4, 8), (strides,) * 2, padding, (dilation,) * 2)
+    assert_close(reference.to_numpy(y), expected)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the tf_nn form is TensorFlow's grouped kernel")
+def test_tf_grouped_kernel_gradient_matches_dense_equivalent(rng):
+    import tensorflow as tf
+
+    x = tf.constant(rng.standard_normal((2, 8, 8, 12)).astype("float32"))
+    k = tf.Variable(rng.standard_normal((3, 3, 4, 6)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(_core.grouped_conv(x, k, 3, form="tf_nn") ** 2)
+    grad_k, grad_x = tape.gradient(loss, [k, x])
+    # Independent reference: the dense kernel with structural zeros, differentiated through the gather.
+    mask = _grouped_as_dense(np.ones((3, 3, 4, 6)), 3, 12)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        dense = tf.tile(k, (1, 1, 3, 1)) * mask
+        loss_ref = tf.reduce_sum(tf.nn.conv2d(x, dense, 1, "SAME") ** 2)
+    ref_k, ref_x = tape.gradient(loss_ref, [k, x])
+    assert_close(grad_x.numpy(), ref_x.numpy())
+    assert_close(grad_k.numpy(), ref_k.numpy())
 
 
 def test_fast_forms_cover_every_backend():
