@@ -76,3 +76,13 @@ def test_dynamic_spatial_shapes_in_tf_graph(rng, factory):
     for size in [(7, 9), (8, 8)]:
         x = rng.standard_normal((2,) + size + (8,)).astype("float32")
         assert_close(traced(x).numpy(), reference.to_numpy(layer(x)))
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="jit_compile is TensorFlow's XLA switch")
+def test_tf_grouped_form_inside_xla_matches_reference(rng):
+    import tensorflow as tf
+
+    x = rng.standard_normal((2, 9, 9, 8)).astype("float32")
+    k = rng.standard_normal((1, 1, 2, 12)).astype("float32")
+    compiled = tf.function(lambda a: _core.grouped_conv(a, k, 4, form="tf_nn"), jit_compile=True)
+    assert_close(compiled(x).numpy(), reference.conv2d(x, _grouped_as_dense(k, 4, 8)))
