@@ -34,3 +34,31 @@ def assert_close(actual, expected, rtol=1e-5, atol=None):
     err = np.abs(actual - expected).max()
     bound = atol if atol is not None else rtol * scale
     assert err <= bound, f"max abs error {err:.3g} > {bound:.3g} (scale {scale:.3g})"
+
+
+def weight_gradients(layer, x, cotangent, training=True):
+    """NumPy gradients of `sum(layer(x) * cotangent)` w.r.t. `layer.trainable_variables`, on the current backend."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, training=training) * cotangent)
+        grads = tape.gradient(loss, layer.trainable_variables)
+    elif BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        fixed = [v.value for v in layer.non_trainable_variables]
+
+        def loss(trainable):
+            y, _ = layer.stateless_call(trainable, fixed, x, training=training)
+            return jnp.sum(y * cotangent)
+
+        grads = jax.grad(loss)([v.value for v in layer.trainable_variables])
+    else:
+        import torch
+
+        y = layer(x, training=training)
+        loss = (y * torch.as_tensor(cotangent, device=y.device)).sum()
+        grads = torch.autograd.grad(loss, [v.value for v in layer.trainable_variables])
+    return [np.asarray(keras.ops.convert_to_numpy(g), dtype=np.float64) for g in grads]

@@ -46,3 +46,22 @@ def to_numpy(t):
     import keras
 
     return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float64)
+
+
+def conv2d_kernel_gradient(x, cotangent, kernel_shape, strides=(1, 1), padding="same", dilation=(1, 1)):
+    """d sum(conv2d(x, K) * cotangent) / dK for an HWIO kernel of `kernel_shape` (TensorFlow padding)."""
+    x = np.asarray(x, dtype=np.float64)
+    cotangent = np.asarray(cotangent, dtype=np.float64)
+    kh, kw = kernel_shape[:2]
+    sh, sw = strides
+    dh, dw = dilation
+    if padding == "same":
+        x = np.pad(x, [(0, 0), same_padding(x.shape[1], kh, sh, dh), same_padding(x.shape[2], kw, sw, dw), (0, 0)])
+    out_h, out_w = cotangent.shape[1:3]
+    grad = np.zeros(kernel_shape)
+    for a in range(kh):
+        for b in range(kw):
+            patch = x[:, a * dh : a * dh + (out_h - 1) * sh + 1 : sh,
+                      b * dw : b * dw + (out_w - 1) * sw + 1 : sw, :]
+            grad[a, b] = np.einsum("bhwi,bhwo->io", patch, cotangent)
+    return grad

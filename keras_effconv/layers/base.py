@@ -32,11 +32,19 @@ class EfficientConv2D(keras.layers.Layer):
       layer's weights in the form its lowering rule emits, as NumPy arrays,
       so that export never reads private attributes.
 
+    - a subclass with several exact forms (the same function computed
+      differently, e.g. a MAC-exact one and the dense-equivalent kernel)
+      lists them in `EXECUTION_FORMS`, takes an `execution` argument
+      (`"auto"` or one of them, checked by `_check_execution`), implements
+      `_auto_execution(input_shape, training)` (its measured cost rule) and
+      takes the chosen form as `_convolve(inputs, form)`.
+
     `kernel_initializer`, `kernel_regularizer` and `kernel_constraint` apply to
     every kernel the layer owns.
     """
 
     _owns_bias = True
+    EXECUTION_FORMS = ()
 
     def __init__(
         self,
@@ -100,6 +108,39 @@ class EfficientConv2D(keras.layers.Layer):
             data_format=self.data_format,
         )
 
+    # -- Execution forms ------------------------------------------------------
+
+    def _check_execution(self, execution):
+        allowed = ("auto",) + tuple(self.EXECUTION_FORMS)
+        if execution not in allowed:
+            raise _validation.invalid_value("execution", f"expected one of {allowed}", execution)
+        return execution
+
+    def execution_form(self, input_shape=None, training=False):
+        """The exact form a call with `input_shape` runs (and, in inference, export emits).
+
+        Args:
+            input_shape: the input shape with batch dimension (None entries
+                for unknown sizes), or None when unknown.
+            training: whether the call is a training step (forward and
+                backward); some forms differentiate faster than others.
+
+        Returns:
+            The layer's `execution` argument, or with `"auto"` the choice of
+            its measured cost rule for this backend, shape and mode; None for
+            a layer with a single form.
+        """
+        if not self.EXECUTION_FORMS:
+            return None
+        if self.execution != "auto":
+            return self.execution
+        if input_shape is not None:
+            input_shape = _core.batched_shape(input_shape)
+        return self._auto_execution(input_shape, bool(training))
+
+    def _auto_execution(self, input_shape, training):
+        return self.EXECUTION_FORMS[0]
+
     # -- Layer API ------------------------------------------------------------
 
     def build(self, input_shape):
@@ -121,7 +162,10 @@ class EfficientConv2D(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={axis: input_channels})
         self.input_channels = input_channels
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        if self.EXECUTION_FORMS:
+            form = self.execution_form(tuple(inputs.shape), training=bool(training))
+            return self._bias_and_activation(self._convolve(inputs, form))
         return self._bias_and_activation(self._convolve(inputs))
 
     def _bias_and_activation(self, outputs):

@@ -157,7 +157,8 @@ def _projection_weights(projection, input_shape=None):
     return EfficientConv2D._numpy(projection.kernel), bias, None
 
 
-EXECUTION_FORMS = ("auto", "masked_dense", "rolled_groups")
+PROJECTION_FORMS = ("masked_dense", "rolled_groups")
+EXECUTION_FORMS = ("auto",) + PROJECTION_FORMS
 
 
 def topological_offsets(window):
@@ -269,10 +270,11 @@ class TopologicalProjection(EfficientConv2D):
 
     `execution="auto"` picks per call, from the channel counts and the
     input's static spatial size, by the measured rule of `choose_execution`;
-    `execution_for(input_shape)` says which form runs (and what export
-    emits) for an input shape. A training call (`training=True`, as in `model.fit`) with `"auto"` runs
-    the masked dense form, because the rolled form's gradient (grouped
-    convolution backprop) measured 10x slower on TensorFlow at 14x14x256. `compute_macs` counts the connected
+    `execution_form(input_shape)` says which form runs (and what export
+    emits) for an input shape. A training call (`training=True`, as in
+    `model.fit`) with `"auto"` runs the masked dense form: with XLA the
+    rolled form's gradient measured 0.94x the masked one's on TensorFlow at
+    14x14x256 (1.14x without XLA). `compute_macs` counts the connected
     multiply-accumulates only. With `strides > 1` the input is subsampled
     first (a `1 x 1` convolution with stride: `x[:, ::sh, ::sw]`).
 
@@ -303,9 +305,11 @@ class TopologicalProjection(EfficientConv2D):
     >>> y = proj(keras.ops.ones((1, 7, 7, 256)))
     >>> proj.count_params() == 256 * 256 * 2 // 8 + 256
     True
-    >>> proj.execution_for((1, 7, 7, 256)), proj.execution_for((1, 56, 56, 256))
+    >>> proj.execution_form((1, 7, 7, 256)), proj.execution_form((1, 56, 56, 256))
     ('rolled_groups', 'masked_dense')
     """
+
+    EXECUTION_FORMS = PROJECTION_FORMS
 
     def __init__(
         self,
@@ -352,9 +356,7 @@ class TopologicalProjection(EfficientConv2D):
                 f"expected a multiple of d1 * d2 = {cells} for grid={self.grid}",
                 self.filters,
             )
-        if execution not in EXECUTION_FORMS:
-            raise _validation.invalid_value("execution", f"expected one of {EXECUTION_FORMS}", execution)
-        self.execution = execution
+        self.execution = self._check_execution(execution)
 
     def _build_kernels(self, input_channels):
         cells = self.grid[0] * self.grid[1]
@@ -387,38 +389,18 @@ class TopologicalProjection(EfficientConv2D):
         self._group_map = dense[group_rows, j].reshape(len(self._offsets), 1, 1, s_in, self.filters)
         self.connectivity = connected
 
-    def execution_for(self, input_shape=None):
-        """The exact form this layer runs in inference (and export emits) for `input_shape`.
-
-        Args:
-            input_shape: the input shape with batch dimension (None entries
-                for unknown sizes), or None.
-
-        Returns:
-            `"rolled_groups"` or `"masked_dense"`: the `execution` argument,
-            or with `"auto"` the choice of `choose_execution` for the
-            channels and the (strided) spatial size.
-        """
-        if self.execution != "auto":
-            return self.execution
+    def _auto_execution(self, input_shape, training):
+        # A training step with "auto" runs the masked dense form: with XLA the rolled
+        # form's gradient (grouped-conv backprop) is slower, and masked is never far off.
+        if training:
+            return "masked_dense"
         spatial = None
         if input_shape is not None:
             spatial = _core.spatial_dims(self.compute_output_shape(input_shape), self.data_format)
         channels = getattr(self, "input_channels", None)
         return choose_execution(self.grid, self.window, channels, self.filters, spatial)
 
-    def call(self, inputs, training=None):
-        # With execution="auto" a training step runs the masked dense form: measured at
-        # 14x14x256 on TensorFlow, the rolled form's gradient (grouped-conv backprop)
-        # is 10x slower than the dense one. Both forms are the same function.
-        # (It replaces `EfficientConv2D.call`, so it has no `_convolve`.)
-        if training and self.execution == "auto":
-            form = "masked_dense"
-        else:
-            form = self.execution_for(tuple(inputs.shape))
-        return self._bias_and_activation(self._project(inputs, form))
-
-    def _project(self, inputs, form):
+    def _convolve(self, inputs, form):
         x = inputs
         if self.strides != (1, 1):
             sh, sw = self.strides
@@ -452,7 +434,7 @@ class TopologicalProjection(EfficientConv2D):
 
         Args:
             input_shape: the input shape the form is for (see
-                `execution_for`), or None.
+                `execution_form`), or None.
 
         Returns:
             A `TopologicalProjectionInferenceForm` of float32 NumPy arrays.
@@ -470,7 +452,7 @@ class TopologicalProjection(EfficientConv2D):
         """
         self._require_built()
         return TopologicalProjectionInferenceForm(
-            execution=self.execution_for(input_shape),
+            execution=self.execution_form(input_shape),
             strides=self.strides,
             dense_kernel=self._numpy(self.dense_kernel()),
             input_orders=[order.copy() for order in self._input_orders],

@@ -37,6 +37,14 @@ class HetConvInferenceForm:
     bias: object
 
 
+HETCONV_FORMS = ("grouped_dense", "per_class", "dense")
+
+
+def choose_hetconv_execution(part, kernel_size, input_channels, filters, input_shape, data_format, training):
+    """The form `HetConv2D(execution="auto")` runs for one call (PLACEHOLDER: per backend)."""
+    return _core.fast_form("hetconv")
+
+
 @keras.saving.register_keras_serializable(package="keras_effconv")
 class HetConv2D(EfficientConv2D):
     """Heterogeneous-kernel 2D convolution (HetConv, Singh et al., CVPR 2019).
@@ -99,6 +107,8 @@ class HetConv2D(EfficientConv2D):
     True
     """
 
+    EXECUTION_FORMS = HETCONV_FORMS
+
     def __init__(
         self,
         filters,
@@ -117,6 +127,7 @@ class HetConv2D(EfficientConv2D):
         kernel_constraint=None,
         bias_constraint=None,
         part=4,
+        execution="auto",
         **kwargs,
     ):
         super().__init__(
@@ -145,6 +156,7 @@ class HetConv2D(EfficientConv2D):
                 self.kernel_size,
             )
         _validation.check_divides(self.part, "part", self.filters, "filters")
+        self.execution = self._check_execution(execution)
 
     def _build_kernels(self, input_channels):
         part = self.part
@@ -202,6 +214,11 @@ class HetConv2D(EfficientConv2D):
             maps.append(index.astype(np.int32).reshape(1, 1, len(other), ng))
         return maps
 
+    @functools.cached_property
+    def _dense_index(self):
+        """`_dense_map()`, kept once the "dense" form runs."""
+        return self._dense_map()
+
     def _dense_map(self):
         """Index map of the dense equivalent kernel (natural channel order); made per call, not kept."""
         part, n, c_in = self.part, self.filters, self.input_channels
@@ -218,7 +235,18 @@ class HetConv2D(EfficientConv2D):
         dense[kh // 2, kw // 2, ii, jj] = self._kernel_size() + compact[ii, jj] * n + jj
         return dense
 
-    def _convolve(self, inputs):
+    def _auto_execution(self, input_shape, training):
+        return choose_hetconv_execution(
+            self.part, self.kernel_size, getattr(self, "input_channels", None), self.filters,
+            input_shape, self.data_format, training,
+        )
+
+    def _convolve(self, inputs, form):
+        if self.part == 1 or form == "dense":
+            kernel = self.kernel
+            if self.part > 1:
+                kernel = _core.gather_from_parts(self._weights(), self._dense_index)
+            return _core.conv(inputs, kernel, **self._conv_kwargs())
         part, df = self.part, self.data_format
         c_in = self.input_channels
         cg = c_in // part
@@ -227,9 +255,7 @@ class HetConv2D(EfficientConv2D):
         centres = _core.sample_window_centres(
             x, self.kernel_size, self.strides, self.padding, self.dilation_rate, df
         )
-        if part == 1:
-            y = _core.conv(x, self.kernel, **self._conv_kwargs())
-        elif _core.fast_form("hetconv") == "per_class":
+        if form == "per_class":
             y = self._per_class(x, centres)
         else:
             y = _core.grouped_conv(x, self.kernel, part, **self._conv_kwargs())
@@ -329,4 +355,5 @@ class HetConv2D(EfficientConv2D):
     def get_config(self):
         config = super().get_config()
         config["part"] = self.part
+        config["execution"] = self.execution
         return config

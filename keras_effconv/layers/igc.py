@@ -31,6 +31,15 @@ class IGCInferenceForm:
     bias: object
 
 
+IGC_FORMS = ("folded", "contraction", "dense")
+
+
+def choose_igc_execution(primary_groups, secondary_groups, kernel_size, input_channels, filters,
+                         input_shape, data_format, training):
+    """The form `InterleavedGroupConv2D(execution="auto")` runs for one call (PLACEHOLDER: per backend)."""
+    return _core.fast_form("interleaved_pointwise")
+
+
 @keras.saving.register_keras_serializable(package="keras_effconv")
 class InterleavedGroupConv2D(EfficientConv2D):
     """Interleaved group convolution block (IGCV1, Zhang et al., ICCV 2017).
@@ -87,6 +96,8 @@ class InterleavedGroupConv2D(EfficientConv2D):
     True
     """
 
+    EXECUTION_FORMS = IGC_FORMS
+
     def __init__(
         self,
         filters,
@@ -106,6 +117,7 @@ class InterleavedGroupConv2D(EfficientConv2D):
         bias_constraint=None,
         primary_groups=4,
         secondary_groups=None,
+        execution="auto",
         **kwargs,
     ):
         super().__init__(
@@ -138,6 +150,7 @@ class InterleavedGroupConv2D(EfficientConv2D):
         else:
             self._m = self.secondary_groups
         _validation.check_divides(self._m, "secondary_groups", self.filters, "filters")
+        self.execution = self._check_execution(execution)
 
     @property
     def width(self):
@@ -165,24 +178,32 @@ class InterleavedGroupConv2D(EfficientConv2D):
         secondary[a * m + j, f * m + j] = a * n + j * f_per + f
         return secondary.reshape(1, 1, l * m, n)
 
-    def _primary_map(self):
-        """Block-diagonal dense primary kernel's index map; made per `dense_kernel()` call, not kept."""
-        l, m, c_in = self.primary_groups, self._m, self.input_channels
-        kh, kw = self.kernel_size
-        cg = c_in // l
-        primary = np.full((kh, kw, c_in, l * m), -1, dtype=np.int32)
-        hh, ww, u, g = np.meshgrid(
-            np.arange(kh), np.arange(kw), np.arange(cg), np.arange(l * m), indexing="ij", sparse=True
+    def _auto_execution(self, input_shape, training):
+        return choose_igc_execution(
+            self.primary_groups, self._m, self.kernel_size, getattr(self, "input_channels", None),
+            self.filters, input_shape, self.data_format, training,
         )
-        primary[hh, ww, (g // m) * cg + u, g] = ((hh * kw + ww) * cg + u) * (l * m) + g
-        return primary
 
-    def _convolve(self, inputs):
+    def _composed_kernel(self):
+        # K[h, w, a*cg + u, f*M + j] = P[h, w, u, a*M + j] * W[a, j*F + f]: the secondary
+        # convolution's groups make the composition a broadcast product, no sum.
+        l, m, n = self.primary_groups, self._m, self.filters
+        kh, kw = self.kernel_size
+        cg, f_per = self.input_channels // l, n // m
+        primary = ops.reshape(self.primary_kernel, (kh, kw, cg, l, 1, m))
+        primary = ops.transpose(primary, (0, 1, 3, 2, 4, 5))  # (kh, kw, L, cg, 1, M)
+        secondary = ops.reshape(self.secondary_kernel, (l, m, f_per))
+        secondary = ops.reshape(ops.transpose(secondary, (0, 2, 1)), (1, 1, l, 1, f_per, m))
+        return ops.reshape(primary * secondary, (kh, kw, l * cg, n))
+
+    def _convolve(self, inputs, form):
         df = self.data_format
+        if form == "dense":
+            return _core.conv(inputs, self._composed_kernel(), **self._conv_kwargs())
         y = _core.grouped_conv(
             inputs, self.primary_kernel, self.primary_groups, **self._conv_kwargs()
         )
-        if _core.fast_form("interleaved_pointwise") == "contraction":
+        if form == "contraction":
             return self._secondary_contraction(y)
         secondary = _core.gather_from_parts([self.secondary_kernel], self._secondary_map)
         return _core.conv(y, secondary, data_format=df)
@@ -213,11 +234,7 @@ class InterleavedGroupConv2D(EfficientConv2D):
             ValueError: if the layer is not built.
         """
         self._require_built()
-        primary = _core.gather_from_parts([self.primary_kernel], self._primary_map())
-        secondary = _core.gather_from_parts([self.secondary_kernel], self._secondary_map)
-        return self._to_float32(
-            ops.einsum("hwig,go->hwio", primary, ops.reshape(secondary, secondary.shape[2:]))
-        )
+        return self._to_float32(self._composed_kernel())
 
     def inference_form(self):
         """The layer as a grouped primary conv and one dense `1 x 1` conv, for export.
@@ -253,6 +270,7 @@ class InterleavedGroupConv2D(EfficientConv2D):
             {
                 "primary_groups": self.primary_groups,
                 "secondary_groups": self.secondary_groups,
+                "execution": self.execution,
             }
         )
         return config

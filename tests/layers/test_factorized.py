@@ -61,7 +61,7 @@ def test_topological_projection_sparsity_and_output(rng, c_in, filters, grid, wi
 def test_topological_execution_forms_match_numpy(rng, execution, c_in, filters, grid, window, strides, data_format):
     # Both exact forms against the NumPy reference built from the independent connectivity mask.
     layer = TopologicalProjection(filters, grid, window, strides=strides, data_format=data_format, execution=execution)
-    assert layer.execution_for((2, 7, 5, c_in)) == execution
+    assert layer.execution_form((2, 7, 5, c_in)) == execution
     x = rng.standard_normal((2, 7, 5, c_in)).astype("float32")
     layer.build(x.shape if data_format == "channels_last" else (2, c_in, 7, 5))
     randomize(layer, rng)
@@ -110,11 +110,11 @@ def test_topological_inference_form_sums_grouped_views(rng):
 def test_auto_execution_follows_the_cost_rule(grid, window, channels, size, expected):
     layer = TopologicalProjection(channels, grid, window)
     layer.build((None, None, None, channels))
-    assert layer.execution_for((1, size, size, channels)) == expected
+    assert layer.execution_form((1, size, size, channels)) == expected
     strided = TopologicalProjection(channels, grid, window, strides=2)
     strided.build((None, None, None, channels))
     if size is not None:
-        assert strided.execution_for((1, 2 * size, 2 * size, channels)) == expected
+        assert strided.execution_form((1, 2 * size, 2 * size, channels)) == expected
 
 
 def test_auto_trains_with_the_masked_form_and_infers_with_the_rolled_one(rng, monkeypatch):
@@ -124,8 +124,8 @@ def test_auto_trains_with_the_masked_form_and_infers_with_the_rolled_one(rng, mo
     randomize(layer, rng)
     inference = reference.to_numpy(layer(x))
     seen = []
-    original = TopologicalProjection._project
-    monkeypatch.setattr(TopologicalProjection, "_project", lambda self, x, form: seen.append(form) or original(self, x, form))
+    original = TopologicalProjection._convolve
+    monkeypatch.setattr(TopologicalProjection, "_convolve", lambda self, x, form: seen.append(form) or original(self, x, form))
     assert_close(reference.to_numpy(layer(x, training=True)), inference)
     layer(x, training=False)
     assert seen == ["masked_dense", "rolled_groups"]
@@ -135,7 +135,7 @@ def test_topological_config_round_trips_strides_and_execution():
     layer = TopologicalProjection(16, grid=(1, 4), window=(1, 2), strides=2, execution="masked_dense")
     again = TopologicalProjection.from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
-    assert (again.strides, again.execution_for()) == ((2, 2), "masked_dense")
+    assert (again.strides, again.execution_form()) == ((2, 2), "masked_dense")
     assert "kernel_size" not in layer.get_config()
 
 

@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 import reference
-from conftest import assert_close, randomize
+from conftest import assert_close, randomize, weight_gradients
 from keras_effconv.layers import HetConv2D
 
 
@@ -57,6 +57,32 @@ def test_matches_dense_conv_and_paper_rule(rng, strides, padding, part):
         ops.conv(x, layer.dense_kernel(), strides=strides, padding=padding)
     )
     assert_close(y, keras_ref)
+
+
+@pytest.mark.parametrize("form", HetConv2D.EXECUTION_FORMS)
+@pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "valid")])
+def test_every_execution_form_matches_paper_kernel_and_its_gradient(rng, form, strides, padding):
+    c_in, n = 8, 12
+    layer = HetConv2D(n, 3, strides=strides, padding=padding, part=4, use_bias=False, execution=form)
+    x = rng.standard_normal((2, 9, 10, c_in)).astype("float32")
+    layer.build(x.shape)
+    assert layer.execution_form(x.shape, training=True) == form
+    # Distinct ids as weights: the paper rule's kernel then says where each free weight sits.
+    offset = 0
+    for variable in layer.trainable_variables:
+        variable.assign(np.arange(offset + 1, offset + 1 + np.prod(variable.shape)).reshape(variable.shape).astype("float32"))
+        offset += int(np.prod(variable.shape))
+    positions = paper_kernel(layer, c_in)
+    randomize(layer, rng)
+    expected_kernel = paper_kernel(layer, c_in)
+    y = reference.to_numpy(layer(x))
+    assert_close(y, reference.conv2d(x, expected_kernel, (strides,) * 2, padding))
+    cotangent = rng.standard_normal(y.shape).astype("float32")
+    d_kernel = reference.conv2d_kernel_gradient(x, cotangent, expected_kernel.shape, (strides,) * 2, padding)
+    # Each free weight's gradient: the dense-kernel gradient at its one position; masked positions reach none.
+    expected = np.bincount(positions.astype(int).ravel(), weights=d_kernel.ravel(), minlength=offset + 1)[1:]
+    got = np.concatenate([g.ravel() for g in weight_gradients(layer, x, cotangent)])
+    assert_close(got, expected, rtol=1e-4)
 
 
 def test_dilation_and_5x5(rng):

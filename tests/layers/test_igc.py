@@ -4,17 +4,22 @@ import pytest
 from keras import ops
 
 import reference
-from conftest import assert_close, randomize
+from conftest import assert_close, randomize, weight_gradients
 from keras_effconv.layers import InterleavedGroupConv2D
 
 
-def paper_kernel(layer, c_in):
-    """Block-diagonal primary x interleave x block-diagonal secondary x inverse interleave."""
+def paper_kernel(layer, c_in, primary_w=None, secondary_w=None):
+    """Block-diagonal primary x interleave x block-diagonal secondary x inverse interleave.
+
+    `primary_w` `(kh, kw, c_in/L, G)` and `secondary_w` `(L, n)` default to the layer's weights.
+    """
     l, m, n = layer.primary_groups, layer.width // layer.primary_groups, layer.filters
     g_width, f = l * m, n // m
     kh, kw = layer.kernel_size
-    primary_w = reference.to_numpy(layer.primary_kernel)  # (kh, kw, c_in/L, G)
-    secondary_w = reference.to_numpy(layer.secondary_kernel)[0, 0]  # (L, n)
+    if primary_w is None:
+        primary_w = reference.to_numpy(layer.primary_kernel)
+    if secondary_w is None:
+        secondary_w = reference.to_numpy(layer.secondary_kernel)[0, 0]
     cg = c_in // l
     primary = np.zeros((kh, kw, c_in, g_width))
     for a in range(l):  # partition a: inputs [a*cg, (a+1)*cg) -> outputs [a*M, (a+1)*M)
@@ -50,6 +55,40 @@ def test_matches_dense_conv_and_paper_rule(rng, strides, padding, groups):
     assert_close(y, reference.conv2d(x, expected_kernel, (strides,) * 2, padding))
     keras_ref = ops.conv(x, layer.dense_kernel(), strides=strides, padding=padding)
     assert_close(y, reference.to_numpy(keras_ref))
+
+
+@pytest.mark.parametrize("form", InterleavedGroupConv2D.EXECUTION_FORMS)
+@pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "valid")])
+def test_every_execution_form_matches_paper_kernel_and_its_gradient(rng, form, strides, padding):
+    layer = InterleavedGroupConv2D(
+        8, 3, strides=strides, padding=padding, primary_groups=2, secondary_groups=4, use_bias=False, execution=form
+    )
+    x = rng.standard_normal((2, 9, 10, 8)).astype("float32")
+    layer.build(x.shape)
+    assert layer.execution_form(x.shape, training=True) == form
+    randomize(layer, rng)
+    primary, secondary = (reference.to_numpy(layer.primary_kernel), reference.to_numpy(layer.secondary_kernel)[0, 0])
+    expected_kernel = paper_kernel(layer, 8)
+    y = reference.to_numpy(layer(x))
+    assert_close(y, reference.conv2d(x, expected_kernel, (strides,) * 2, padding))
+    cotangent = rng.standard_normal(y.shape).astype("float32")
+    d_kernel = reference.conv2d_kernel_gradient(x, cotangent, expected_kernel.shape, (strides,) * 2, padding)
+
+    # The dense kernel is linear in each weight tensor: a weight's gradient is the dense-kernel
+    # gradient paired with the kernel that weight's unit vector makes (the other tensor fixed).
+    def pulled_back(shape, kernel_of):
+        grad = np.zeros(shape)
+        for index in np.ndindex(*shape):
+            unit = np.zeros(shape)
+            unit[index] = 1.0
+            grad[index] = np.sum(d_kernel * kernel_of(unit))
+        return grad
+
+    expected_primary = pulled_back(primary.shape, lambda unit: paper_kernel(layer, 8, unit, secondary))
+    expected_secondary = pulled_back(secondary.shape, lambda unit: paper_kernel(layer, 8, primary, unit))
+    got_primary, got_secondary = weight_gradients(layer, x, cotangent)
+    assert_close(got_primary, expected_primary, rtol=1e-4)
+    assert_close(got_secondary[0, 0], expected_secondary, rtol=1e-4)
 
 
 def test_width_differs_from_channels(rng):
