@@ -2,9 +2,11 @@
 
 What it measures
 ----------------
-For two configurations (input 56x56x64 and 14x14x256, batch 8,
-``C_in = C_out = C``, kernel 3, stride 1, ``"same"`` padding) it compares
-these layers against the baseline ``keras.layers.Conv2D(C, 3, padding="same")``:
+Over a grid of shapes (``C_in = C_out = C``, kernel 3, stride 1, ``"same"``
+padding): CIFAR-style ResNet-20's stages 28x28x16, 14x14x32, 7x7x64 at batch
+128 and ResNet-50's 56x56x64, 28x28x128, 14x14x256, 7x7x512 at batch 8, it
+compares these layers against the baseline
+``keras.layers.Conv2D(C, 3, padding="same")``:
 
 - ``HetConv2D(C, 3, part=4)``
 - ``InterleavedGroupConv2D(C, 3, primary_groups=4)`` (secondary_groups default)
@@ -61,8 +63,12 @@ One backend per process (the backend is chosen by ``KERAS_BACKEND``)::
     # smoke test: 14x14x256 only, 2 repeats, 1 warm-up call
     KERAS_BACKEND=jax python benchmarks/layers.py --quick
 
+Layers with several exact forms run ``execution="auto"``; the table names
+the form chosen for the forward call and for the training call
+(``training=True``, as in ``model.fit``).
+
 Flags: ``--repeats N`` (default 10), ``--warmup N`` (default 3), ``--batch N``
-(default 8), ``--quick``, ``--out DIR`` (default ``benchmarks/results``).
+(overrides every configuration's batch), ``--quick``, ``--out DIR`` (default ``benchmarks/results``).
 The table (with a header of versions, CPU count and date) is printed and
 saved to ``<out>/layers_<backend>.md`` (``layers_<backend>_quick.md`` for
 ``--quick`` runs, so a smoke test never overwrites full results). The exit
@@ -94,8 +100,12 @@ from keras_effconv.layers import FactorizedConv2D
 from keras_effconv.layers import TopologicalProjection
 from keras_effconv.profiling.macs import layer_macs
 
-CONFIGS = [(56, 56, 64), (14, 14, 256)]  # (H, W, C), C_in = C_out = C
-QUICK_CONFIGS = [(14, 14, 256)]
+# ((H, W, C), batch), C_in = C_out = C: ResNet-20's stages at batch 128, ResNet-50's at batch 8.
+CONFIGS = [
+    ((28, 28, 16), 128), ((14, 14, 32), 128), ((7, 7, 64), 128),
+    ((56, 56, 64), 8), ((28, 28, 128), 8), ((14, 14, 256), 8), ((7, 7, 512), 8),
+]
+QUICK_CONFIGS = [((14, 14, 256), 8)]
 KERNEL = 3
 BASELINE = "Conv2D (baseline)"
 MODES = ("non_xla", "xla")
@@ -206,7 +216,7 @@ def _tensorflow_runners(layer, x):
 
     def fwd_bwd(inputs):
         with tf.GradientTape() as tape:
-            y = layer(inputs)
+            y = layer(inputs, training=True)
             loss = tf.reduce_sum(tf.square(y))
         return tape.gradient(loss, layer.trainable_variables)
 
@@ -238,7 +248,7 @@ def _jax_runners(layer, x):
         return layer.stateless_call(tv, ntv, inputs)[0]
 
     def loss(tv, ntv, inputs):
-        return jnp.sum(jnp.square(fwd(tv, ntv, inputs)))
+        return jnp.sum(jnp.square(layer.stateless_call(tv, ntv, inputs, training=True)[0]))
 
     fwd_jit = jax.jit(fwd)
     grad_jit = jax.jit(jax.grad(loss))
@@ -271,7 +281,7 @@ def _torch_runners(layer, x):
         sync()
 
     def fwd_bwd():
-        y = layer(x)
+        y = layer(x, training=True)
         loss = torch.sum(torch.square(y))
         torch.autograd.grad(loss, params)
         sync()
@@ -313,6 +323,15 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
+def _forms(layer, input_shape):
+    """"fwd form / fwd+bwd form" of a layer with several exact forms, else "-"."""
+    forms = getattr(layer, "execution_form", None)
+    if forms is None or forms(input_shape) is None:
+        return "-"
+    inference, training = forms(input_shape, training=False), forms(input_shape, training=True)
+    return inference if inference == training else f"{inference} / {training}"
+
+
 def benchmark_config(shape, specs, make_runners, batch, repeats, warmup):
     """Returns one row dict per layer for input shape (H, W, C)."""
     h, w, c = shape
@@ -322,7 +341,7 @@ def benchmark_config(shape, specs, make_runners, batch, repeats, warmup):
 
     rows = []
     for label, factory, macs_fn in specs:
-        row = {"label": label, "shape": shape, "times": {}, "errors": []}
+        row = {"label": label, "shape": shape, "batch": batch, "times": {}, "errors": []}
         rows.append(row)
         try:
             keras.utils.set_random_seed(0)
@@ -333,6 +352,7 @@ def benchmark_config(shape, specs, make_runners, batch, repeats, warmup):
                     f"unexpected output shape {tuple(y.shape)}, "
                     f"expected {(batch, h, w, c)}"
                 )
+            row["forms"] = _forms(layer, tuple(x.shape))
             row["params"] = int(layer.count_params())
             row["macs"] = int(macs_fn(layer, shape))
             row["runners"] = make_runners(layer, x)
@@ -455,9 +475,9 @@ def header(backend, args, configs):
 
         gpus = tf.config.list_physical_devices("GPU")
         lines.append(f"- tensorflow GPUs: {len(gpus)}")
-    shapes = ", ".join(f"{h}x{w}x{c}" for h, w, c in configs)
+    shapes = ", ".join(f"{h}x{w}x{c} (batch {args.batch or batch})" for (h, w, c), batch in configs)
     lines += [
-        f"- inputs (HxWxC, C_in = C_out): {shapes}; batch {args.batch}; kernel "
+        f"- inputs (HxWxC, C_in = C_out): {shapes}; kernel "
         f"{KERNEL}, stride 1, padding same, float32, channels_last",
         f"- timing: median of {args.repeats} repetitions (round-robin over "
         f"layers), {args.warmup} warm-up call(s) excluded"
@@ -472,7 +492,9 @@ def header(backend, args, configs):
         "Times: ms for the whole batch. Ratios are layer / Conv2D (lower = "
         "cheaper); speedups are t_Conv2D / t_layer (higher = faster), "
         "measured in this run on this backend. fwd+bwd = forward + gradient of "
-        "sum(output²) w.r.t. the layer's trainable weights.",
+        "sum(output²) w.r.t. the layer's trainable weights, the layer called with "
+        "`training=True` as in `model.fit`. form: what `execution_form()` chose "
+        "for the forward call / the training call (layers with several exact forms).",
         "",
     ]
     return "\n".join(lines)
@@ -498,8 +520,9 @@ def _ratio(value, base):
 
 def table(all_rows, baseline=BASELINE):
     columns = [
-        "input",
+        "input x batch",
         "layer",
+        "form (fwd / fwd+bwd)",
         "params",
         "params ratio",
         "MACs (M)",
@@ -513,7 +536,7 @@ def table(all_rows, baseline=BASELINE):
         "fwd+bwd ms (XLA)",
         "fwd+bwd speedup (XLA)",
     ]
-    align = ["---", "---"] + ["---:"] * (len(columns) - 2)
+    align = ["---", "---", "---"] + ["---:"] * (len(columns) - 3)
     lines = [
         "| " + " | ".join(columns) + " |",
         "|" + "|".join(align) + "|",
@@ -526,8 +549,9 @@ def table(all_rows, baseline=BASELINE):
             params = row.get("params")
             macs = row.get("macs")
             cells = [
-                f"{h}x{w}x{c}",
+                f"{h}x{w}x{c} x{row['batch']}",
                 row["label"],
+                row.get("forms", ERROR),
                 f"{params:,}" if params is not None else ERROR,
                 _ratio(params, base.get("params")),
                 f"{macs / 1e6:.2f}" if macs is not None else ERROR,
@@ -573,7 +597,10 @@ def parse_args(argv=None):
         "--warmup", type=int, default=None,
         help="untimed warm-up calls per measurement (default 3, or 1 with --quick)",
     )
-    parser.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
+    parser.add_argument(
+        "--batch", type=int, default=None,
+        help="batch size for every input (default: 128 at ResNet-20 sizes, 8 at ResNet-50 sizes)",
+    )
     parser.add_argument(
         "--quick", action="store_true",
         help="smoke test: only the 14x14x256 configuration, 2 repeats, "
@@ -589,7 +616,7 @@ def parse_args(argv=None):
     if args.warmup is None:
         args.warmup = 1 if args.quick else 3
     for name in ("repeats", "batch"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0, got {args.warmup}")
@@ -611,11 +638,12 @@ def main(argv=None):
     configs = QUICK_CONFIGS if args.quick else CONFIGS
     specs = layer_specs()
     all_rows = []
-    for shape in configs:
-        log(f"[{backend}] input {shape[0]}x{shape[1]}x{shape[2]}, batch {args.batch}")
+    for shape, batch in configs:
+        batch = args.batch or batch
+        log(f"[{backend}] input {shape[0]}x{shape[1]}x{shape[2]}, batch {batch}")
         all_rows.append(
             benchmark_config(
-                shape, specs, RUNNERS[backend], args.batch, args.repeats, args.warmup
+                shape, specs, RUNNERS[backend], batch, args.repeats, args.warmup
             )
         )
 
@@ -625,13 +653,13 @@ def main(argv=None):
         log(f"[{backend}] TopologicalProjection grid={grid} window={window} at {PROJECTION_SHAPE}")
         projection_rows.append(
             benchmark_config(
-                PROJECTION_SHAPE, projection_specs(grid, window), RUNNERS[backend], args.batch,
+                PROJECTION_SHAPE, projection_specs(grid, window), RUNNERS[backend], args.batch or 8,
                 args.repeats, args.warmup,
             )
         )
     text += (
         "\n## TopologicalProjection: executed-MACs form against its dense masked form\n\n"
-        f"Input {'x'.join(map(str, PROJECTION_SHAPE))}, {PROJECTION_SHAPE[2]} filters, batch {args.batch}; "
+        f"Input {'x'.join(map(str, PROJECTION_SHAPE))}, {PROJECTION_SHAPE[2]} filters, batch {args.batch or 8}; "
         "each table's baseline is the dense masked form of the same topology (its MACs column counts "
         "what it executes; the rolled form executes exactly the counted MACs).\n\n"
         + table(projection_rows, baseline="TopologicalProjection")

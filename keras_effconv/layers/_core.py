@@ -28,30 +28,20 @@ from keras_effconv._validation import normalize_tuple
 #   depthwise: "native" = ops.depthwise_conv,
 #              "shift"  = sum of k*k shifted, per-channel scaled inputs (XLA:CPU
 #                         runs depthwise convolutions ~20x slower than this).
-#   hetconv:   "grouped_dense" = grouped k x k conv + one dense 1x1 matmul with
-#                                structural zeros,
-#              "per_class"     = per residue class, a k x k conv on its channels
-#                                and a 1x1 conv on the others (MAC-exact).
-#   interleaved_pointwise: "folded" = dense 1x1 with the interleave folded in,
-#              "contraction"   = exact batched contraction (MAC-exact).
+# (Layer-level forms, which depend on the shape and on training, are chosen by
+# each layer's own rule: `choose_hetconv_execution`, `choose_igc_execution`.)
 _FAST_FORMS = {
     "tensorflow": {
         "grouped": "tf_nn",
         "depthwise": "native",
-        "hetconv": "grouped_dense",
-        "interleaved_pointwise": "folded",
     },
     "jax": {
         "grouped": "split",
         "depthwise": "shift",
-        "hetconv": "per_class",
-        "interleaved_pointwise": "contraction",
     },
     "torch": {
         "grouped": "native",
         "depthwise": "native",
-        "hetconv": "grouped_dense",
-        "interleaved_pointwise": "folded",
     },
 }
 
@@ -183,19 +173,55 @@ def roll_channel_grid(x, grid, shift, data_format):
     return ops.reshape(view, shape)
 
 
+class GatherIndex:
+    """An index map for `gather_from_parts`, prepared once and reused by every call.
+
+    A layer's maps are fixed once it is built, but eager backends (torch) run
+    `call` in Python every time: re-deriving the flat indices and converting
+    them to a tensor per call cost about as much as a small convolution.
+
+    Args:
+        index_map: int array; entry `k >= 0` picks element `k` of the
+            concatenated flattened parts, `-1` gives zero.
+    """
+
+    def __init__(self, index_map):
+        self.index_map = np.asarray(index_map)
+        self.shape = self.index_map.shape
+        self._flat = self.index_map.reshape(-1).astype(np.int32)
+        self._safe = {}  # pool size (and device) -> flat indices with -1 sent to the appended zero
+
+    def flat_indices(self, pool):
+        """Flat indices into the 1-D `pool` (its last element the zero), as a tensor where that pays."""
+        total = int(pool.shape[0])
+        if total not in self._safe:
+            self._safe[total] = np.where(self._flat < 0, total - 1, self._flat).astype(np.int32)
+        safe = self._safe[total]
+        # Only an eager backend may keep a tensor across calls (a TF/JAX trace would leak it);
+        # torch's symbolic build runs on the "meta" device, whose tensors hold no values.
+        device = getattr(pool, "device", None)
+        if keras.backend.backend() != "torch" or device is None or device.type == "meta":
+            return safe
+        key = (total, str(device))
+        if key not in self._safe:
+            self._safe[key] = ops.convert_to_tensor(safe).to(device)
+        return self._safe[key]
+
+
 def gather_from_parts(parts, index_map):
     """Builds a tensor whose entries are picked from `parts` (-1 gives zero).
 
     Used to expand compactly stored weights (no masked duplicates) into dense
-    kernels: `index_map` indexes the concatenation of the flattened parts.
+    kernels: `index_map` (an int array or a `GatherIndex`) indexes the
+    concatenation of the flattened parts.
     """
+    if not isinstance(index_map, GatherIndex):
+        index_map = GatherIndex(index_map)
     flat = [ops.reshape(p, (-1,)) for p in parts]
     flat.append(ops.zeros((1,), dtype=flat[0].dtype))
     pool = ops.concatenate(flat, axis=0)
-    index_map = np.asarray(index_map)
-    total = int(pool.shape[0])
-    safe = np.where(index_map < 0, total - 1, index_map).astype("int32")
-    return ops.reshape(ops.take(pool, safe.reshape(-1), axis=0), index_map.shape)
+    indices = index_map.flat_indices(pool)
+    return ops.reshape(ops.take(pool, indices, axis=0), index_map.shape)
 
 
 # ----------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_tf_grouped_kernel_gradient_matches_dense_equivalent(rng):
 
 def test_fast_forms_cover_every_backend():
     for backend in ("tensorflow", "jax", "torch"):
-        assert set(_core._FAST_FORMS[backend]) == {"grouped", "depthwise", "hetconv", "interleaved_pointwise"}
+        assert set(_core._FAST_FORMS[backend]) == {"grouped", "depthwise"}
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="only TF graphs have unknown spatial sizes inside call()")

@@ -4,6 +4,9 @@ XLA does not count taps that fall on "same" padding, and counts elementwise
 bias/residual/activation work; at 128x128 both stay below about 1%.
 SpatialBottleneck is left out: its per-channel upsampling is a multiply
 without accumulation (1 FLOP, counted as 1 MAC by the profiler convention).
+HetConv2D and InterleavedGroupConv2D run their MAC-exact forms here
+(`"per_class"`, `"contraction"`): `"auto"` may pick a faster form that
+executes structural zeros too.
 """
 
 import pytest
@@ -16,11 +19,13 @@ from keras_effconv import layers
 pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="XLA cost_analysis() is read on JAX")
 
 CASES = {
-    "hetconv_p4": (lambda: layers.HetConv2D(32, 3, part=4, use_bias=False), (1, 128, 128, 32)),
-    "hetconv_p2_strided": (lambda: layers.HetConv2D(32, 3, strides=2, part=2, use_bias=False), (1, 128, 128, 16)),
-    "igc_l4": (lambda: layers.InterleavedGroupConv2D(32, 3, primary_groups=4, use_bias=False), (1, 128, 128, 32)),
+    "hetconv_p4": (lambda: layers.HetConv2D(32, 3, part=4, use_bias=False, execution="per_class"), (1, 128, 128, 32)),
+    "hetconv_p2_strided": (lambda: layers.HetConv2D(32, 3, strides=2, part=2, use_bias=False, execution="per_class"), (1, 128, 128, 16)),
+    "igc_l4": (lambda: layers.InterleavedGroupConv2D(32, 3, primary_groups=4, use_bias=False, execution="contraction"), (1, 128, 128, 32)),
     "igc_l16_m2": (
-        lambda: layers.InterleavedGroupConv2D(32, 3, primary_groups=16, secondary_groups=2, use_bias=False),
+        lambda: layers.InterleavedGroupConv2D(
+            32, 3, primary_groups=16, secondary_groups=2, use_bias=False, execution="contraction"
+        ),
         (1, 128, 128, 32),
     ),
     "compconv_d2": (lambda: layers.CompConv2D(48, 3, depth=2, use_bias=False), (1, 128, 128, 32)),

@@ -170,3 +170,34 @@ def test_bad_arguments(kwargs, match):
 def test_part_must_divide_input_channels():
     with pytest.raises(ValueError, match=r"part=4.*input channels=6"):
         HetConv2D(8, 3, part=4).build((None, 8, 8, 6))
+
+
+@pytest.mark.parametrize(
+    "backend, channels, shape, training, expected",
+    [
+        ("tensorflow", 16, (128, 28, 28, 16), False, "dense"),  # 4 channels per group
+        ("tensorflow", 64, (8, 56, 56, 64), False, "dense"),  # large map, inference
+        ("tensorflow", 64, (8, 56, 56, 64), True, "grouped_dense"),
+        ("tensorflow", 256, (8, 14, 14, 256), False, "grouped_dense"),
+        ("jax", 32, (128, 14, 14, 32), False, "dense"),
+        ("jax", 32, (128, 14, 14, 32), True, "grouped_dense"),
+        ("torch", 64, (128, 7, 7, 64), True, "dense"),
+        ("torch", 128, (8, 28, 28, 128), False, "grouped_dense"),
+        ("torch", 128, None, False, "grouped_dense"),
+    ],
+)
+def test_auto_execution_rule(backend, channels, shape, training, expected):
+    from keras_effconv.layers.hetconv import choose_hetconv_execution
+
+    assert choose_hetconv_execution(4, channels, shape, "channels_last", training, backend) == expected
+
+
+def test_auto_execution_follows_the_call_and_rejects_unknown_forms(rng):
+    layer = HetConv2D(8, 3, part=4)
+    layer.build((None, 6, 6, 8))
+    assert layer.execution_form((2, 6, 6, 8)) == "dense"  # 2 channels per group on every backend
+    assert HetConv2D(8, 3, part=4, execution="per_class").execution_form((2, 6, 6, 8)) == "per_class"
+    with pytest.raises(ValueError, match="execution.*'auto', 'grouped_dense', 'per_class', 'dense'.*sparse"):
+        HetConv2D(8, 3, part=4, execution="sparse")
+    config = HetConv2D(8, 3, part=4, execution="dense").get_config()
+    assert HetConv2D.from_config(config).execution == "dense"

@@ -133,3 +133,29 @@ def test_bad_arguments(kwargs, match):
 def test_primary_groups_must_divide_input_channels():
     with pytest.raises(ValueError, match=r"primary_groups=4.*input channels=6"):
         InterleavedGroupConv2D(8, 3, primary_groups=4, secondary_groups=2).build((None, 8, 8, 6))
+
+
+@pytest.mark.parametrize(
+    "backend, channels, training, expected",
+    [
+        ("tensorflow", 16, False, "dense"),
+        ("tensorflow", 64, True, "folded"),
+        ("tensorflow", 512, False, "contraction"),
+        ("jax", 32, True, "contraction"),
+        ("jax", 16, False, "dense"),
+        ("torch", 32, False, "dense"),
+        ("torch", 128, True, "folded"),
+        ("torch", None, False, "folded"),
+    ],
+)
+def test_auto_execution_rule(backend, channels, training, expected):
+    from keras_effconv.layers.igc import choose_igc_execution
+
+    assert choose_igc_execution(4, channels, training, backend) == expected
+
+
+def test_execution_is_validated_and_serialized():
+    with pytest.raises(ValueError, match="execution.*'auto', 'folded', 'contraction', 'dense'"):
+        InterleavedGroupConv2D(8, 3, primary_groups=2, execution="fast")
+    config = InterleavedGroupConv2D(8, 3, primary_groups=2, execution="contraction").get_config()
+    assert InterleavedGroupConv2D.from_config(config).execution == "contraction"
