@@ -386,7 +386,10 @@ class TopologicalProjection(EfficientConv2D):
             [order.reshape(cells, s_in)[j // s_out].T for order in self._input_orders]
         )  # (offsets, s_in, filters): input channel per (row, output)
         dense = self._dense_map.reshape(input_channels, self.filters)
-        self._group_map = dense[group_rows, j].reshape(len(self._offsets), 1, 1, s_in, self.filters)
+        self._group_map = _core.GatherIndex(
+            dense[group_rows, j].reshape(len(self._offsets), 1, 1, s_in, self.filters)
+        )
+        self._dense_map = _core.GatherIndex(self._dense_map)
         self.connectivity = connected
 
     def _auto_execution(self, input_shape, training):
