@@ -190,6 +190,7 @@ class GatherIndex:
         self.shape = self.index_map.shape
         self._flat = self.index_map.reshape(-1).astype(np.int32)
         self._safe = {}  # pool size (and device) -> flat indices with -1 sent to the appended zero
+        self._kernel = None  # torch inference: (weights key, last gathered tensor)
 
     def flat_indices(self, pool):
         """Flat indices into the 1-D `pool` (its last element the zero), as a tensor where that pays."""
@@ -217,11 +218,43 @@ def gather_from_parts(parts, index_map):
     """
     if not isinstance(index_map, GatherIndex):
         index_map = GatherIndex(index_map)
-    flat = [ops.reshape(p, (-1,)) for p in parts]
+    tensors = [ops.convert_to_tensor(p) for p in parts]
+    key = _unchanged_weights_key(parts, tensors)
+    if key is not None and index_map._kernel is not None and index_map._kernel[0] == key:
+        return index_map._kernel[1]
+    flat = [ops.reshape(t, (-1,)) for t in tensors]
     flat.append(ops.zeros((1,), dtype=flat[0].dtype))
     pool = ops.concatenate(flat, axis=0)
     indices = index_map.flat_indices(pool)
-    return ops.reshape(ops.take(pool, indices, axis=0), index_map.shape)
+    result = ops.reshape(ops.take(pool, indices, axis=0), index_map.shape)
+    if key is not None:
+        index_map._kernel = (key, result)
+    return result
+
+
+def _unchanged_weights_key(parts, tensors):
+    """On torch without autograd: a key that changes whenever a part's values may have changed, else None.
+
+    torch runs `call` eagerly, so inference would re-expand the same compact
+    kernel on every call (about 0.3 ms of a 2.5 ms convolution at 28x28x16,
+    batch 128). Each in-place write (assign, optimizer step) bumps a torch
+    tensor's `_version`, so (storage, version) identifies the values; a part
+    that was cast (mixed precision) is a fresh tensor every call and is never
+    cached. With autograd on, the expansion must be recorded, so no cache.
+    """
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    if torch.is_grad_enabled():
+        return None
+    key = []
+    for part, tensor in zip(parts, tensors):
+        stored = getattr(part, "value", None)
+        if not isinstance(stored, torch.Tensor) or tensor.data_ptr() != stored.data_ptr() or tensor.device.type == "meta":
+            return None
+        key.append((id(stored), stored.data_ptr(), stored._version, tensor.dtype))
+    return tuple(key)
 
 
 # ----------------------------------------------------------------------------

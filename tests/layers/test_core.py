@@ -86,3 +86,22 @@ def test_tf_grouped_form_inside_xla_matches_reference(rng):
     k = rng.standard_normal((1, 1, 2, 12)).astype("float32")
     compiled = tf.function(lambda a: _core.grouped_conv(a, k, 4, form="tf_nn"), jit_compile=True)
     assert_close(compiled(x).numpy(), reference.conv2d(x, _grouped_as_dense(k, 4, 8)))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="only torch keeps an expanded kernel between eager calls")
+def test_torch_inference_reuses_the_expanded_kernel_until_a_weight_changes(rng):
+    import torch
+
+    layer = HetConv2D(8, 3, part=4, execution="dense", use_bias=False)
+    x = rng.standard_normal((1, 5, 5, 8)).astype("float32")
+    layer.build(x.shape)
+    with torch.no_grad():
+        first = _core.gather_from_parts(layer._weights(), layer._dense_index)
+        assert _core.gather_from_parts(layer._weights(), layer._dense_index) is first
+        before = reference.to_numpy(layer(x))
+        layer.kernel.assign(layer.kernel.numpy() + 1.0)  # an in-place write, as an optimizer step does
+        after = reference.to_numpy(layer(x))
+    assert not np.allclose(before, after)
+    assert_close(after, reference.conv2d(x, reference.to_numpy(layer.dense_kernel())))
+    # With autograd on, nothing is reused: the expansion is part of the graph.
+    assert _core.gather_from_parts(layer._weights(), layer._dense_index).requires_grad
