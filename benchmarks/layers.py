@@ -82,6 +82,7 @@ the same run.
 import argparse
 import datetime
 import importlib.metadata
+import inspect
 import os
 import platform
 import statistics
@@ -247,8 +248,11 @@ def _jax_runners(layer, x):
     def fwd(tv, ntv, inputs):
         return layer.stateless_call(tv, ntv, inputs)[0]
 
+    # stateless_call hands keyword arguments straight to call(), which keras' own layers define without training.
+    training = {"training": True} if "training" in inspect.signature(layer.call).parameters else {}
+
     def loss(tv, ntv, inputs):
-        return jnp.sum(jnp.square(layer.stateless_call(tv, ntv, inputs, training=True)[0]))
+        return jnp.sum(jnp.square(layer.stateless_call(tv, ntv, inputs, **training)[0]))
 
     fwd_jit = jax.jit(fwd)
     grad_jit = jax.jit(jax.grad(loss))
