@@ -7,6 +7,7 @@ Argument validation is not here: it lives in `keras_effconv._validation`.
 """
 
 import math
+import weakref
 
 import numpy as np
 
@@ -190,7 +191,6 @@ class GatherIndex:
         self.shape = self.index_map.shape
         self._flat = self.index_map.reshape(-1).astype(np.int32)
         self._safe = {}  # pool size (and device) -> flat indices with -1 sent to the appended zero
-        self._kernel = None  # torch inference: (weights key, last gathered tensor)
 
     def flat_indices(self, pool):
         """Flat indices into the 1-D `pool` (its last element the zero), as a tensor where that pays."""
@@ -218,18 +218,36 @@ def gather_from_parts(parts, index_map):
     """
     if not isinstance(index_map, GatherIndex):
         index_map = GatherIndex(index_map)
+
+    def gather(tensors):
+        flat = [ops.reshape(t, (-1,)) for t in tensors]
+        flat.append(ops.zeros((1,), dtype=flat[0].dtype))
+        pool = ops.concatenate(flat, axis=0)
+        return ops.reshape(ops.take(pool, index_map.flat_indices(pool), axis=0), index_map.shape)
+
+    return reuse_while_unchanged(index_map, parts, gather)
+
+
+def reuse_while_unchanged(owner, parts, build):
+    """`build(tensors of parts)`, reused on torch inference calls while the parts' values are unchanged.
+
+    `owner` (the layer or index map the result belongs to) identifies the
+    result; it is kept beside the owner, not on it (a Keras layer tracks its
+    attributes). Everywhere else (TensorFlow and JAX traces, torch with
+    autograd) `build` runs every call.
+    """
     tensors = [ops.convert_to_tensor(p) for p in parts]
     key = _unchanged_weights_key(parts, tensors)
-    if key is not None and index_map._kernel is not None and index_map._kernel[0] == key:
-        return index_map._kernel[1]
-    flat = [ops.reshape(t, (-1,)) for t in tensors]
-    flat.append(ops.zeros((1,), dtype=flat[0].dtype))
-    pool = ops.concatenate(flat, axis=0)
-    indices = index_map.flat_indices(pool)
-    result = ops.reshape(ops.take(pool, indices, axis=0), index_map.shape)
+    cached = _REUSED_KERNELS.get(owner)
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
+    result = build(tensors)
     if key is not None:
-        index_map._kernel = (key, result)
+        _REUSED_KERNELS[owner] = (key, result)
     return result
+
+
+_REUSED_KERNELS = weakref.WeakKeyDictionary()  # owner -> (weights key, last result)
 
 
 def _unchanged_weights_key(parts, tensors):

@@ -41,8 +41,9 @@ def choose_igc_execution(primary_groups, input_channels, training, backend=None)
     128) and ResNet-50 (56x56x64 ... 7x7x512 at batch 8) shapes, speed against
     Conv2D (fwd / fwd+bwd): with 4 input channels per primary group every
     exact form runs 0.29-0.92x and the `"dense"` composed kernel 0.86-1.0x;
-    JAX runs the `"contraction"` form fastest from 8 channels per group on
-    (0.99-4.1x); TensorFlow and torch run `"folded"` (a dense `1 x 1` with the
+    JAX runs the `"contraction"` form fastest from 8 channels per group on in
+    training (1.42-4.1x) and from 16 in inference (with 8 it measured
+    0.63-0.99x run to run, dense 0.99x); TensorFlow and torch run `"folded"` (a dense `1 x 1` with the
     interleave folded in) fastest up to 256 input channels and
     `"contraction"` at 512 (1.99x / 2.36x against 1.44x / 1.78x); torch with 8
     channels per group runs dense fastest (0.87x / 0.83x).
@@ -60,7 +61,7 @@ def choose_igc_execution(primary_groups, input_channels, training, backend=None)
     if input_channels is None:
         return "contraction" if backend == "jax" else "folded"
     per_group = input_channels // primary_groups
-    if per_group < (16 if backend == "torch" else 8):
+    if per_group < (16 if backend == "torch" or (backend == "jax" and not training) else 8):
         return "dense"
     if backend == "jax" or input_channels >= 512:
         return "contraction"
@@ -217,14 +218,19 @@ class InterleavedGroupConv2D(EfficientConv2D):
         return choose_igc_execution(self.primary_groups, getattr(self, "input_channels", None), training)
 
     def _composed_kernel(self):
+        return _core.reuse_while_unchanged(
+            self, [self.primary_kernel, self.secondary_kernel], lambda kernels: self._compose(*kernels)
+        )
+
+    def _compose(self, primary, secondary):
         # K[h, w, a*cg + u, f*M + j] = P[h, w, u, a*M + j] * W[a, j*F + f]: the secondary
         # convolution's groups make the composition a broadcast product, no sum.
         l, m, n = self.primary_groups, self._m, self.filters
         kh, kw = self.kernel_size
         cg, f_per = self.input_channels // l, n // m
-        primary = ops.reshape(self.primary_kernel, (kh, kw, cg, l, 1, m))
+        primary = ops.reshape(primary, (kh, kw, cg, l, 1, m))
         primary = ops.transpose(primary, (0, 1, 3, 2, 4, 5))  # (kh, kw, L, cg, 1, M)
-        secondary = ops.reshape(self.secondary_kernel, (l, m, f_per))
+        secondary = ops.reshape(secondary, (l, m, f_per))
         secondary = ops.reshape(ops.transpose(secondary, (0, 2, 1)), (1, 1, l, 1, f_per, m))
         return ops.reshape(primary * secondary, (kh, kw, l * cg, n))
 

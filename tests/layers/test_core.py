@@ -5,7 +5,7 @@ import keras
 
 import reference
 from conftest import BACKEND, assert_close
-from keras_effconv.layers import CompConv2D, HetConv2D
+from keras_effconv.layers import CompConv2D, HetConv2D, InterleavedGroupConv2D
 from keras_effconv.layers import _core
 
 
@@ -105,3 +105,9 @@ def test_torch_inference_reuses_the_expanded_kernel_until_a_weight_changes(rng):
     assert_close(after, reference.conv2d(x, reference.to_numpy(layer.dense_kernel())))
     # With autograd on, nothing is reused: the expansion is part of the graph.
     assert _core.gather_from_parts(layer._weights(), layer._dense_index).requires_grad
+    igc = InterleavedGroupConv2D(8, 3, primary_groups=2, execution="dense", use_bias=False)
+    igc.build(x.shape)
+    with torch.no_grad():
+        assert igc._composed_kernel() is igc._composed_kernel()
+        igc.secondary_kernel.assign(igc.secondary_kernel.numpy() * 2.0)
+        assert_close(reference.to_numpy(igc(x)), reference.conv2d(x, reference.to_numpy(igc.dense_kernel())))

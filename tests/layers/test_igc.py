@@ -143,6 +143,8 @@ def test_primary_groups_must_divide_input_channels():
         ("tensorflow", 512, False, "contraction"),
         ("jax", 32, True, "contraction"),
         ("jax", 16, False, "dense"),
+        ("jax", 32, False, "dense"),
+        ("jax", 64, False, "contraction"),
         ("torch", 32, False, "dense"),
         ("torch", 128, True, "folded"),
         ("torch", None, False, "folded"),
