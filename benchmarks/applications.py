@@ -10,6 +10,12 @@ depthwise convolutions), JAX `jax.jit`, torch eager under `no_grad`.
 
 Writes `benchmarks/results/applications_<backend>.md`; with `--family sic` (FactorizedResNet50/101 and
 FactorizedVGG16 instead of the EffResNet50 conv types) `applications_sic_<backend>.md`.
+
+`--training` times one training step instead (`train_on_batch`: forward, backward and SGD update;
+`keras_effconv.profiling.measure_training_speed`, all models interleaved) for every conv type against
+the standard network: CIFAR-style EffResNet20 at 28x28x1, batch 128 (the main job's network), and
+EffResNet50 against keras ResNet50 at 224x224, batch 8; `model.compile` defaults (no XLA on a CPU-only
+TensorFlow, `jax.jit`, torch eager). Writes `applications_training_<backend>.md`.
 """
 
 import argparse
@@ -24,6 +30,7 @@ import keras_effconv
 from keras_effconv import applications
 from keras_effconv import profile
 from keras_effconv.profiling import measure_latency
+from keras_effconv.profiling import measure_training_speed
 from keras_effconv.conv_methods import conv_method_names
 from papers import SIC_NETWORK_CLAIMS
 
@@ -71,6 +78,54 @@ def table(models, macs, batch, repeats, warmup):
     return lines
 
 
+def training_models(scale):
+    """`{label: model}` for one training-step table: the standard network first, then every conv type."""
+    if scale == "resnet20":
+        kwargs = dict(input_shape=(28, 28, 1), classes=10)
+        models = {"EffResNet20 standard": applications.EffResNet20(conv="standard", **kwargs)}
+        for conv in conv_method_names():
+            if conv != "standard":
+                models[f"EffResNet20 {conv}"] = applications.EffResNet20(conv=conv, **kwargs)
+        return models
+    models = {BASELINE: keras.applications.ResNet50(weights=None)}
+    for conv in conv_method_names():
+        if conv != "standard":
+            models[f"EffResNet50 {conv}"] = applications.EffResNet50(conv=conv)
+    return models
+
+
+def training_table(scale, batch, repeats, warmup):
+    import numpy as np
+
+    models = training_models(scale)
+    macs = {label: profile(model).total_macs for label, model in models.items()}
+    for model in models.values():
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy")
+    shape = tuple(next(iter(models.values())).input_shape[1:])
+    classes = next(iter(models.values())).output_shape[-1]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 1.0, (batch,) + shape).astype("float32")
+    y = np.eye(classes, dtype="float32")[rng.integers(0, classes, batch)]
+    print(f"timing {scale} training steps, batch {batch} ({repeats} rounds) ...", file=sys.stderr, flush=True)
+    speed = measure_training_speed(models, x, y, repeats=repeats, warmup=warmup)
+    base_label = next(iter(models))
+    base_ms = speed[base_label]["median_ms"]
+    lines = [
+        f"### {scale}: {'x'.join(map(str, shape))}, batch {batch}, against {base_label}",
+        "",
+        "| model | MACs | MAC reduction | step ms (median) | min ms | speedup | speedup / MAC reduction |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in models:
+        reduction = macs[base_label] / macs[label]
+        median = speed[label]["median_ms"]
+        lines.append(
+            f"| {label} | {macs[label] / 1e6:.1f} M | {reduction:.2f}x | {median:.1f} | "
+            f"{speed[label]['min_ms']:.1f} | {base_ms / median:.2f}x | {base_ms / median / reduction:.2f} |"
+        )
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds at batch 1 (half at batch 8)")
@@ -78,12 +133,33 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="3 rounds, for a smoke run")
     parser.add_argument("--family", choices=("effresnet50", "sic"), default="effresnet50",
                         help="EffResNet50 per conv type (default), or the SIC paper's networks")
+    parser.add_argument("--training", action="store_true",
+                        help="time training steps (EffResNet20 at batch 128, EffResNet50 at batch 8) instead")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
     repeats = 3 if args.quick else args.repeats
     backend = keras.backend.backend()
     suffix = "" if args.family == "effresnet50" else f"_{args.family}"
+    if args.training:
+        suffix = "_training"
     out = args.out or os.path.join(os.path.dirname(__file__), "results", f"applications{suffix}_{backend}.md")
+    if args.training:
+        lines = [
+            f"# Training-step time on {backend}",
+            "",
+            f"Generated {datetime.date.today()} by `benchmarks/applications.py --training`; keras_effconv "
+            f"{keras_effconv.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores. One "
+            f"`train_on_batch` (forward, backward, SGD-momentum update) per model per round, all models "
+            f"of a table interleaved; speedup = median step time of the table's first (standard) model / "
+            f"the model's (> 1 is faster); MAC reduction = forward MACs of the standard model / the model's.",
+            "",
+        ]
+        lines += training_table("resnet20", 128, repeats, args.warmup) + [""]
+        lines += training_table("resnet50", 8, max(3, repeats // 2), args.warmup) + [""]
+        _write(out, "\n".join(lines))
+        return
 
     models = build_models(args.family)
     macs = {label: profile(model).total_macs for label, model in models.items()}
@@ -100,10 +176,14 @@ def main(argv=None):
     ]
     lines += table(models, macs, 1, repeats, args.warmup) + [""]
     lines += table(models, macs, 8, max(3, repeats // 2), args.warmup) + [""]
-    text = "\n".join(lines)
+    _write(out, "\n".join(lines))
+
+
+def _write(out, text):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
+    with open(out + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)
+    os.replace(out + ".tmp", out)
     print(text)
 
 
