@@ -24,6 +24,8 @@ import os
 import platform
 import sys
 
+import numpy as np
+
 import keras
 
 import keras_effconv
@@ -57,25 +59,34 @@ def build_models(family="effresnet50"):
     return models
 
 
+def ratio_table(title, times, macs, base_label, macs_unit=1e9, time_header="median ms"):
+    """Markdown lines: one row per model, speedup and MAC reduction against `base_label`.
+
+    `times[label]` holds "median_ms" and "min_ms"; `macs_unit` 1e9 prints G, 1e6 prints M.
+    """
+    base_ms = times[base_label]["median_ms"]
+    unit = "G" if macs_unit == 1e9 else "M"
+    lines = [
+        title,
+        "",
+        f"| model | MACs | MAC reduction | {time_header} | min ms | speedup | speedup / MAC reduction |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in times:
+        reduction = macs[base_label] / macs[label]
+        speedup = base_ms / times[label]["median_ms"]
+        lines.append(
+            f"| {label} | {macs[label] / macs_unit:.{2 if unit == 'G' else 1}f} {unit} | {reduction:.2f}x | "
+            f"{times[label]['median_ms']:.1f} | {times[label]['min_ms']:.1f} | {speedup:.2f}x | "
+            f"{speedup / reduction:.2f} |"
+        )
+    return lines
+
+
 def table(models, macs, batch, repeats, warmup):
     print(f"timing batch {batch} ({repeats} rounds, {warmup} warm-up) ...", file=sys.stderr, flush=True)
     latency = measure_latency(models, (SIZE, SIZE, 3), batch_size=batch, repeats=repeats, warmup=warmup)
-    base_ms = latency[BASELINE]["median_ms"]
-    lines = [
-        f"### batch {batch}",
-        "",
-        "| model | MACs | MAC reduction | median ms | min ms | speedup | speedup / MAC reduction |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label in models:
-        reduction = macs[BASELINE] / macs[label]
-        median = latency[label]["median_ms"]
-        speedup = base_ms / median
-        lines.append(
-            f"| {label} | {macs[label] / 1e9:.2f} G | {reduction:.2f}x | {median:.1f} | "
-            f"{latency[label]['min_ms']:.1f} | {speedup:.2f}x | {speedup / reduction:.2f} |"
-        )
-    return lines
+    return ratio_table(f"### batch {batch}", latency, macs, BASELINE)
 
 
 def training_models(scale):
@@ -95,8 +106,6 @@ def training_models(scale):
 
 
 def training_table(scale, batch, repeats, warmup):
-    import numpy as np
-
     models = training_models(scale)
     macs = {label: profile(model).total_macs for label, model in models.items()}
     for model in models.values():
@@ -109,21 +118,8 @@ def training_table(scale, batch, repeats, warmup):
     print(f"timing {scale} training steps, batch {batch} ({repeats} rounds) ...", file=sys.stderr, flush=True)
     speed = measure_training_speed(models, x, y, repeats=repeats, warmup=warmup)
     base_label = next(iter(models))
-    base_ms = speed[base_label]["median_ms"]
-    lines = [
-        f"### {scale}: {'x'.join(map(str, shape))}, batch {batch}, against {base_label}",
-        "",
-        "| model | MACs | MAC reduction | step ms (median) | min ms | speedup | speedup / MAC reduction |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label in models:
-        reduction = macs[base_label] / macs[label]
-        median = speed[label]["median_ms"]
-        lines.append(
-            f"| {label} | {macs[label] / 1e6:.1f} M | {reduction:.2f}x | {median:.1f} | "
-            f"{speed[label]['min_ms']:.1f} | {base_ms / median:.2f}x | {base_ms / median / reduction:.2f} |"
-        )
-    return lines
+    title = f"### {scale}: {'x'.join(map(str, shape))}, batch {batch}, against {base_label}"
+    return ratio_table(title, speed, macs, base_label, macs_unit=1e6, time_header="step ms (median)")
 
 
 def main(argv=None):

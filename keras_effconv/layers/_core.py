@@ -269,7 +269,9 @@ def _unchanged_weights_key(parts, tensors):
     key = []
     for part, tensor in zip(parts, tensors):
         stored = getattr(part, "value", None)
-        if not isinstance(stored, torch.Tensor) or tensor.data_ptr() != stored.data_ptr() or tensor.device.type == "meta":
+        if not isinstance(stored, torch.Tensor) or tensor.device.type == "meta":
+            return None
+        if tensor.data_ptr() != stored.data_ptr():
             return None
         key.append((id(stored), stored.data_ptr(), stored._version, tensor.dtype))
     return tuple(key)

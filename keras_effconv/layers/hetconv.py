@@ -268,11 +268,7 @@ class HetConv2D(EfficientConv2D):
 
     @functools.cached_property
     def _dense_index(self):
-        """`_dense_map()`, kept once the "dense" form runs."""
-        return _core.GatherIndex(self._dense_map())
-
-    def _dense_map(self):
-        """Index map of the dense equivalent kernel (natural channel order); made per call, not kept."""
+        """Index map of the dense equivalent kernel (natural channel order), made once it is first needed."""
         part, n, c_in = self.part, self.filters, self.input_channels
         kh, kw = self.kernel_size
         cg, ng = c_in // part, n // part
@@ -285,7 +281,7 @@ class HetConv2D(EfficientConv2D):
         compact = self._compact_rows()
         ii, jj = np.nonzero(compact >= 0)
         dense[kh // 2, kw // 2, ii, jj] = self._kernel_size() + compact[ii, jj] * n + jj
-        return dense
+        return _core.GatherIndex(dense)
 
     def _auto_execution(self, input_shape, training):
         return choose_hetconv_execution(
@@ -353,7 +349,7 @@ class HetConv2D(EfficientConv2D):
             ValueError: if the layer is not built.
         """
         self._require_built()
-        return self._to_float32(_core.gather_from_parts(self._weights(), self._dense_map()))
+        return self._to_float32(_core.gather_from_parts(self._weights(), self._dense_index))
 
     def _weights(self):
         if self.pointwise_kernel is None:

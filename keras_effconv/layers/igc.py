@@ -43,8 +43,9 @@ def choose_igc_execution(primary_groups, input_channels, training, backend=None)
     exact form runs 0.29-0.92x and the `"dense"` composed kernel 0.86-1.0x;
     JAX runs the `"contraction"` form fastest from 8 channels per group on in
     training (1.42-4.1x) and from 16 in inference (with 8 it measured
-    0.63-0.99x run to run, dense 0.99x); TensorFlow and torch run `"folded"` (a dense `1 x 1` with the
-    interleave folded in) fastest up to 256 input channels and
+    0.63-0.99x run to run, dense 0.99x); TensorFlow and torch run `"folded"`
+    (a dense `1 x 1` with the interleave folded in) fastest up to 256 input
+    channels and
     `"contraction"` at 512 (1.99x / 2.36x against 1.44x / 1.78x); torch with 8
     channels per group runs dense fastest (0.87x / 0.83x).
 
