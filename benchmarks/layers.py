@@ -68,7 +68,10 @@ the form chosen for the forward call and for the training call
 (``training=True``, as in ``model.fit``).
 
 Flags: ``--repeats N`` (default 10), ``--warmup N`` (default 3), ``--batch N``
-(overrides every configuration's batch), ``--quick``, ``--out DIR`` (default ``benchmarks/results``).
+(overrides every configuration's batch), ``--data-format channels_first``
+(every layer and input in NCHW, saved as ``layers_<backend>_channels_first.md``;
+Keras' torch backend transposes around each convolution in channels_last),
+``--quick``, ``--out DIR`` (default ``benchmarks/results``).
 The table (with a header of versions, CPU count and date) is printed and
 saved to ``<out>/layers_<backend>.md`` (``layers_<backend>_quick.md`` for
 ``--quick`` runs, so a smoke test never overwrites full results). The exit
@@ -340,7 +343,9 @@ def benchmark_config(shape, specs, make_runners, batch, repeats, warmup):
     """Returns one row dict per layer for input shape (H, W, C)."""
     h, w, c = shape
     rng = np.random.default_rng(0)
-    x_np = rng.standard_normal((batch, h, w, c)).astype("float32")
+    channels_first = keras.config.image_data_format() == "channels_first"
+    expected = (batch, c, h, w) if channels_first else (batch, h, w, c)
+    x_np = rng.standard_normal(expected).astype("float32")
     x = keras.ops.convert_to_tensor(x_np)
 
     rows = []
@@ -351,10 +356,10 @@ def benchmark_config(shape, specs, make_runners, batch, repeats, warmup):
             keras.utils.set_random_seed(0)
             layer = factory(c)
             y = layer(x)  # builds the layer (eagerly)
-            if tuple(y.shape) != (batch, h, w, c):
+            if tuple(y.shape) != expected:
                 raise ValueError(
                     f"unexpected output shape {tuple(y.shape)}, "
-                    f"expected {(batch, h, w, c)}"
+                    f"expected {expected}"
                 )
             row["forms"] = _forms(layer, tuple(x.shape))
             row["params"] = int(layer.count_params())
@@ -482,7 +487,7 @@ def header(backend, args, configs):
     shapes = ", ".join(f"{h}x{w}x{c} (batch {args.batch or batch})" for (h, w, c), batch in configs)
     lines += [
         f"- inputs (HxWxC, C_in = C_out): {shapes}; kernel "
-        f"{KERNEL}, stride 1, padding same, float32, channels_last",
+        f"{KERNEL}, stride 1, padding same, float32, {args.data_format}",
         f"- timing: median of {args.repeats} repetitions (round-robin over "
         f"layers), {args.warmup} warm-up call(s) excluded"
         + (" [--quick]" if args.quick else ""),
@@ -606,6 +611,11 @@ def parse_args(argv=None):
         help="batch size for every input (default: 128 at ResNet-20 sizes, 8 at ResNet-50 sizes)",
     )
     parser.add_argument(
+        "--data-format", choices=("channels_last", "channels_first"), default="channels_last",
+        help="image data format of every layer and input (default channels_last); a channels_first "
+        "run is saved as layers_<backend>_channels_first.md",
+    )
+    parser.add_argument(
         "--quick", action="store_true",
         help="smoke test: only the 14x14x256 configuration, 2 repeats, "
         "1 warm-up call; saved as layers_<backend>_quick.md",
@@ -635,7 +645,7 @@ def main(argv=None):
             f"Unsupported Keras backend {backend!r}: set KERAS_BACKEND to "
             "tensorflow, jax or torch."
         )
-    keras.config.set_image_data_format("channels_last")
+    keras.config.set_image_data_format(args.data_format)
     keras.config.set_floatx("float32")
     keras.config.set_dtype_policy("float32")
 
@@ -668,7 +678,7 @@ def main(argv=None):
         "what it executes; the rolled form executes exactly the counted MACs).\n\n"
         + table(projection_rows, baseline="TopologicalProjection")
     )
-    if backend == "tensorflow":
+    if backend == "tensorflow" and args.data_format == "channels_last":
         lines = [
             "",
             "LiteRT XNNPACK, 2 threads, batch 1, each layer exported alone with `export_litert(target='cpu')`, "
@@ -693,7 +703,8 @@ def main(argv=None):
             "see stderr of the run.\n"
         )
     print(text)
-    filename = f"layers_{backend}{'_quick' if args.quick else ''}.md"
+    layout = "_channels_first" if args.data_format == "channels_first" else ""
+    filename = f"layers_{backend}{layout}{'_quick' if args.quick else ''}.md"
     path = save(text, args.out, filename)
     log(f"saved {path}")
     return 1 if errors else 0
