@@ -44,6 +44,15 @@ BASELINE = "keras ResNet50"
 SIC_NETWORKS = tuple(SIC_NETWORK_CLAIMS)
 
 
+def per_conv_type(network, **kwargs):
+    """`{"<network> <conv>": network(conv=conv)}` for every registered conv type but the standard one."""
+    return {
+        f"{network.__name__} {conv}": network(conv=conv, **kwargs)
+        for conv in conv_method_names()
+        if conv != "standard"
+    }
+
+
 def build_models(family="effresnet50"):
     models = {
         BASELINE: keras.applications.ResNet50(weights=None),
@@ -53,10 +62,7 @@ def build_models(family="effresnet50"):
         for name in SIC_NETWORKS:
             models[name] = getattr(applications, name)()
         return models
-    for conv in conv_method_names():
-        if conv != "standard":
-            models[f"EffResNet50 {conv}"] = applications.EffResNet50(conv=conv)
-    return models
+    return {**models, **per_conv_type(applications.EffResNet50)}
 
 
 def ratio_table(title, times, macs, base_label, macs_unit=1e9, time_header="median ms"):
@@ -93,16 +99,9 @@ def training_models(scale):
     """`{label: model}` for one training-step table: the standard network first, then every conv type."""
     if scale == "resnet20":
         kwargs = dict(input_shape=(28, 28, 1), classes=10)
-        models = {"EffResNet20 standard": applications.EffResNet20(conv="standard", **kwargs)}
-        for conv in conv_method_names():
-            if conv != "standard":
-                models[f"EffResNet20 {conv}"] = applications.EffResNet20(conv=conv, **kwargs)
-        return models
-    models = {BASELINE: keras.applications.ResNet50(weights=None)}
-    for conv in conv_method_names():
-        if conv != "standard":
-            models[f"EffResNet50 {conv}"] = applications.EffResNet50(conv=conv)
-    return models
+        standard = {"EffResNet20 standard": applications.EffResNet20(conv="standard", **kwargs)}
+        return {**standard, **per_conv_type(applications.EffResNet20, **kwargs)}
+    return {BASELINE: keras.applications.ResNet50(weights=None), **per_conv_type(applications.EffResNet50)}
 
 
 def training_table(scale, batch, repeats, warmup):

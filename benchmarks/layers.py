@@ -102,6 +102,7 @@ import keras_effconv
 from keras_effconv.conv_methods import conv_methods
 from keras_effconv.layers import FactorizedConv2D
 from keras_effconv.layers import TopologicalProjection
+from keras_effconv.profiling import time_interleaved
 from keras_effconv.profiling.macs import layer_macs
 
 # ((H, W, C), batch), C_in = C_out = C: ResNet-20's stages at batch 128, ResNet-50's at batch 8.
@@ -190,18 +191,10 @@ def litert_times(rows_and_layers, shape, repeats, warmup):
         export_litert(model, path, target="cpu")
         interpreter = Interpreter(model_path=path, num_threads=2)
         runner = interpreter.get_signature_runner()
-        runners[label] = lambda runner=runner: runner(args_0=x)
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times = {label: [] for label in runners}
-    for _ in range(repeats):
-        for label, run in runners.items():
-            start = time.perf_counter()
-            for _ in range(10):
-                run()
-            times[label].append((time.perf_counter() - start) * 1e2)
-    return {label: statistics.median(v) for label, v in times.items()}
+        # Ten invocations per sample: one takes tens of microseconds, near the timer's noise.
+        runners[label] = lambda runner=runner: [runner(args_0=x) for _ in range(10)]
+    times = time_interleaved(runners, repeats, warmup)
+    return {label: t["median_ms"] / 10 for label, t in times.items()}
 
 
 # ----------------------------------------------------------------------------

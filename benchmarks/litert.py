@@ -30,6 +30,7 @@ from keras_effconv import applications
 from keras_effconv import profile
 from keras_effconv.export import export_litert
 from keras_effconv.conv_methods import conv_method_names
+from keras_effconv.profiling import time_interleaved
 from papers import SIC_NETWORK_CLAIMS
 
 SIZE = 224
@@ -96,18 +97,10 @@ def main(argv=None):
         del model
         keras.backend.clear_session()
 
-    times = {(label, t): [] for label in runs for t in THREADS}
+    median = {}
     for threads in THREADS:
-        for label in runs:
-            for _ in range(args.warmup):
-                runs[label][threads]()
-        for _ in range(args.rounds):
-            for label in runs:
-                start = time.perf_counter()
-                runs[label][threads]()
-                times[(label, threads)].append((time.perf_counter() - start) * 1e3)
-
-    median = {key: float(np.median(v)) for key, v in times.items()}
+        timed = time_interleaved({label: runs[label][threads] for label in runs}, args.rounds, args.warmup)
+        median.update({(label, threads): t["median_ms"] for label, t in timed.items()})
     lines = [
         f"# LiteRT CPU (XNNPACK) latency, batch 1, {SIZE}x{SIZE}",
         "",

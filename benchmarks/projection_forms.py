@@ -20,7 +20,7 @@ operators' own:
   speedup is the ceiling for the ring's forms on that runtime.
 
 Two runtimes, timed interleaved (round-robin over the four stacks, median of
-``--repeats``): TensorFlow ``tf.function`` (non-XLA) at batch ``--batch``
+``--repeats``): TensorFlow (``measure_latency``: ``tf.function``, non-XLA) at batch ``--batch``
 (default 8), and LiteRT XNNPACK (2 threads, batch 1) of the stack exported with
 ``export_litert(target="cpu")``.
 
@@ -38,10 +38,8 @@ idle machine.
 import argparse
 import datetime
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -51,6 +49,8 @@ import keras
 
 from keras_effconv.export import export_litert
 from keras_effconv.layers import TopologicalProjection
+from keras_effconv.profiling import measure_latency
+from keras_effconv.profiling import time_interleaved
 
 SHAPES = [(56, 56, 64), (28, 28, 128), (14, 14, 256), (7, 7, 512)]
 QUICK_SHAPES = [(14, 14, 256)]
@@ -80,31 +80,6 @@ def build_stack(factory, shape, depth):
     for _ in range(depth):
         x = factory(shape[2])(x)
     return keras.Model(inputs, x)
-
-
-def interleaved(runners, repeats, warmup):
-    """Median seconds per call of every runner, repetitions taken round-robin."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times = {label: [] for label in runners}
-    for _ in range(repeats):
-        for label, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[label].append(time.perf_counter() - start)
-    return {label: statistics.median(v) for label, v in times.items()}
-
-
-def tensorflow_runners(models, shape, batch):
-    import tensorflow as tf
-
-    x = tf.constant(np.random.default_rng(0).standard_normal((batch,) + shape).astype("float32"))
-    runners = {}
-    for label, model in models.items():
-        fn = tf.function(lambda inputs, model=model: model(inputs, training=False))
-        runners[label] = lambda fn=fn: fn(x).numpy()
-    return runners
 
 
 def litert_runners(models, shape, work):
@@ -149,13 +124,14 @@ def main(argv=None):
         for shape in shapes:
             log(f"{'x'.join(map(str, shape))}: building and exporting {len(factories)} stacks")
             models = {label: build_stack(factory, shape, args.depth) for label, _, factory in factories}
-            tf_times = interleaved(tensorflow_runners(models, shape, args.batch), repeats, args.warmup)
-            lite_times = interleaved(litert_runners(models, shape, work), repeats, args.warmup)
+            tf_times = measure_latency(models, shape, batch_size=args.batch, repeats=repeats, warmup=args.warmup)
+            lite_times = time_interleaved(litert_runners(models, shape, work), repeats, args.warmup)
             for label, mac_ratio, _ in factories:
-                rows.append((shape, label, mac_ratio, tf_times[label], tf_times[BASELINE],
-                             lite_times[label], lite_times[BASELINE]))
+                rows.append((shape, label, mac_ratio) + tuple(
+                    times[key]["median_ms"] for times in (tf_times, lite_times) for key in (label, BASELINE)
+                ))
 
-    per = 1e3 / args.depth
+    per = 1.0 / args.depth
     lines = [
         "# TopologicalProjection forms against the no-overlap ceiling",
         "",

@@ -190,7 +190,8 @@ class GatherIndex:
         self.index_map = np.asarray(index_map)
         self.shape = self.index_map.shape
         self._flat = self.index_map.reshape(-1).astype(np.int32)
-        self._safe = {}  # pool size (and device) -> flat indices with -1 sent to the appended zero
+        self._safe = {}  # pool size -> flat indices with -1 sent to the appended zero
+        self._tensors = {}  # (pool size, device) -> those indices as a torch tensor
 
     def flat_indices(self, pool):
         """Flat indices into the 1-D `pool` (its last element the zero), as a tensor where that pays."""
@@ -204,9 +205,9 @@ class GatherIndex:
         if keras.backend.backend() != "torch" or device is None or device.type == "meta":
             return safe
         key = (total, str(device))
-        if key not in self._safe:
-            self._safe[key] = ops.convert_to_tensor(safe).to(device)
-        return self._safe[key]
+        if key not in self._tensors:
+            self._tensors[key] = ops.convert_to_tensor(safe).to(device)
+        return self._tensors[key]
 
 
 def gather_from_parts(parts, index_map):

@@ -1,5 +1,6 @@
 """Measured inference latency and training speed on the current Keras backend."""
 
+import functools
 import statistics
 import time
 
@@ -48,6 +49,46 @@ def inference_function(model, jit_compile=False):
     return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
 
 
+def time_interleaved(runners, repeats=20, warmup=3):
+    """Times callables round-robin: one call of each per round, so machine drifts hit them alike.
+
+    The one timing loop of the project: `measure_latency`,
+    `measure_training_speed` and the benchmarks' LiteRT timers all run
+    through it. Compare the results by their ratios within one call.
+
+    Args:
+        runners: dict `{label: fn}`; `fn()` runs one synchronised call.
+        repeats: timed rounds.
+        warmup: untimed rounds first (compilation, caches).
+
+    Returns:
+        `{label: {"median_ms": float, "min_ms": float, "times_ms": list}}`.
+
+    Raises:
+        ValueError: if `repeats` is not positive or `warmup` is negative.
+
+    Example:
+
+    >>> result = time_interleaved({"noop": lambda: None}, repeats=3, warmup=0)
+    >>> len(result["noop"]["times_ms"])
+    3
+    """
+    repeats = _validation.check_positive_int(repeats, "repeats")
+    warmup = _validation.check_int(warmup, "warmup", minimum=0)
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    times = {label: [] for label in runners}
+    for _ in range(repeats):
+        for label, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[label].append(1000.0 * (time.perf_counter() - start))
+    return {
+        label: {"median_ms": statistics.median(t), "min_ms": min(t), "times_ms": t} for label, t in times.items()
+    }
+
+
 def measure_latency(models, input_shape, batch_size=1, repeats=20, warmup=3, jit_compile=False, seed=0):
     """Median inference latency of one or more models, measured interleaved.
 
@@ -84,19 +125,10 @@ def measure_latency(models, input_shape, batch_size=1, repeats=20, warmup=3, jit
         models = {"model": models}
     rng = np.random.default_rng(seed)
     x = keras.ops.convert_to_tensor(rng.standard_normal((batch_size,) + tuple(input_shape)).astype("float32"))
-    runners = {label: inference_function(model, jit_compile) for label, model in models.items()}
-    times = {label: [] for label in runners}
-    for _ in range(warmup):
-        for run in runners.values():
-            run(x)
-    for _ in range(repeats):
-        for label, run in runners.items():
-            start = time.perf_counter()
-            run(x)
-            times[label].append(1000.0 * (time.perf_counter() - start))
-    return {
-        label: {"median_ms": statistics.median(t), "min_ms": min(t), "times_ms": t} for label, t in times.items()
+    runners = {
+        label: functools.partial(inference_function(model, jit_compile), x) for label, model in models.items()
     }
+    return time_interleaved(runners, repeats, warmup)
 
 
 def measure_training_speed(models, x, y, repeats=10, warmup=2):
@@ -142,22 +174,13 @@ def measure_training_speed(models, x, y, repeats=10, warmup=2):
                 "every model must be compiled: call `model.compile(...)` before timing training steps",
                 received=f"model {label!r}, which is not compiled",
             )
-    times = {label: [] for label in models}
-    for _ in range(warmup):
-        for model in models.values():
-            model.train_on_batch(x, y)
-    for _ in range(repeats):
-        for label, model in models.items():
-            start = time.perf_counter()
-            keras.ops.convert_to_numpy(model.train_on_batch(x, y, return_dict=True)["loss"])
-            times[label].append(1000.0 * (time.perf_counter() - start))
-    batch = len(x)
-    return {
-        label: {
-            "median_ms": statistics.median(t),
-            "min_ms": min(t),
-            "images_per_second": 1000.0 * batch / statistics.median(t),
-            "times_ms": t,
-        }
-        for label, t in times.items()
-    }
+
+    def step(model):
+        # The loss read back to the host ends the step (a synchronisation point on every backend).
+        keras.ops.convert_to_numpy(model.train_on_batch(x, y, return_dict=True)["loss"])
+
+    runners = {label: functools.partial(step, model) for label, model in models.items()}
+    result = time_interleaved(runners, repeats, warmup)
+    for timing in result.values():
+        timing["images_per_second"] = 1000.0 * len(x) / timing["median_ms"]
+    return result

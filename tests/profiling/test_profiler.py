@@ -242,3 +242,16 @@ def test_input_shape_that_does_not_fit_the_model_is_refused():
     assert profile(model, input_shape=(8, 8, 16)).total_macs == 6 * 6 * 9 * 16 * 4
     fixed = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
     assert profile(fixed, input_shape=(16, 16, 3)).total_macs == 14 * 14 * 9 * 3 * 4
+
+
+def test_time_interleaved_runs_round_robin_and_checks_its_counts():
+    from keras_effconv.profiling import time_interleaved
+
+    calls = []
+    result = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds, never two of one in a row
+    assert all(len(r["times_ms"]) == 3 and r["min_ms"] <= r["median_ms"] for r in result.values())
+    with pytest.raises(ValueError, match="repeats"):
+        time_interleaved({"a": lambda: None}, repeats=0)
+    with pytest.raises(ValueError, match="warmup"):
+        time_interleaved({"a": lambda: None}, warmup=-1)
