@@ -18,6 +18,7 @@ from keras_effconv.applications.imagenet import preprocess_input
 from keras_effconv.applications.resnet import EffResNet50
 from keras_effconv.applications.resnet import EffResNet101
 from keras_effconv.applications.resnet import EffResNet152
+from keras_effconv.applications.shufflenet import ShuffleNetV2
 from keras_effconv.applications.vgg import EffVGG16
 
 # Lower-case names used by the command line (`keras-effconv profile eff_resnet50`).
@@ -37,6 +38,9 @@ MODELS = {
     "factorized_resnet101": FactorizedResNet101,
     "factorized_vgg16": FactorizedVGG16,
     "factorized_vgg16_cifar": functools.partial(FactorizedVGG16, style="cifar", classes=10),
+    # ShuffleNet V2 (a standard network; its knobs, e.g. `width_multiplier`, go in `conv_config`).
+    "shufflenet_v2": ShuffleNetV2,
+    "shufflenet_v2_cifar": functools.partial(ShuffleNetV2, style="cifar", classes=10),
 }
 
 # The network each fixed-design name is compared with (`create(name, conv="standard")`).
@@ -50,14 +54,21 @@ STANDARD_COUNTERPARTS = {
 }
 
 
+def _has_conv_argument(name):
+    return "conv" in inspect.signature(MODELS[name]).parameters
+
+
 def default_conv(name):
     """The conv method a network of `MODELS` uses when none is given.
 
-    The default of its `conv` argument; `"factorized"` for the SIC networks,
-    which have none.
+    The default of its `conv` argument; `"factorized"` for the SIC networks
+    and `"standard"` for the other fixed designs (ShuffleNet V2), which have
+    none.
     """
     if name in STANDARD_COUNTERPARTS:
         return "factorized"
+    if not _has_conv_argument(name):
+        return "standard"
     return inspect.signature(MODELS[name]).parameters["conv"].default
 
 
@@ -69,7 +80,9 @@ def create(name, conv=None, conv_config=None, **kwargs):
     be `None` or `"factorized"`, and `conv_config` holds their knobs (e.g.
     `{"grid": (1, 8), "window": (1, 2)}`); `conv="standard"` builds their
     standard counterpart (`STANDARD_COUNTERPARTS`), the network they are
-    measured against.
+    measured against. Standard fixed designs (`shufflenet_v2*`) take
+    `conv=None` or `"standard"` and their knobs (`{"width_multiplier": 0.5}`)
+    in `conv_config`.
 
     Args:
         name: a key of `MODELS`.
@@ -82,8 +95,9 @@ def create(name, conv=None, conv_config=None, **kwargs):
         A `keras_effconv.applications.EffConvModel`.
 
     Raises:
-        ValueError: for an unknown `name`, or a `conv` other than
-            `"factorized"`/`"standard"` for a `factorized_*` network.
+        ValueError: for an unknown `name`, a `conv` other than
+            `"factorized"`/`"standard"` for a `factorized_*` network, or
+            other than `"standard"` for a standard fixed design.
 
     Example:
 
@@ -101,6 +115,13 @@ def create(name, conv=None, conv_config=None, **kwargs):
                 f"Invalid value for argument `conv`: model {name!r} is built from SIC layers by design; "
                 f"expected None, 'factorized' (its knobs go in `conv_config`) or 'standard' (its standard "
                 f"counterpart {STANDARD_COUNTERPARTS[name]!r}). Received: conv={conv!r}"
+            )
+        return MODELS[name](**(conv_config or {}), **kwargs)
+    if not _has_conv_argument(name):
+        if conv not in (None, "standard"):
+            raise ValueError(
+                f"Invalid value for argument `conv`: model {name!r} is a standard network with a fixed design; "
+                f"expected None or 'standard' (its knobs go in `conv_config`). Received: conv={conv!r}"
             )
         return MODELS[name](**(conv_config or {}), **kwargs)
     if conv is not None:
@@ -124,6 +145,7 @@ __all__ = [
     "FactorizedVGG16",
     "MODELS",
     "STANDARD_COUNTERPARTS",
+    "ShuffleNetV2",
     "convert",
     "create",
     "default_conv",

@@ -9,9 +9,11 @@ from keras_effconv.layers.factorized import TopologicalProjection
 from keras_effconv.layers.hetconv import HetConv2D
 from keras_effconv.layers.igc import InterleavedGroupConv2D
 from keras_effconv.layers.shuffle import ChannelShuffle
+from keras_effconv.layers.shuffle import ChannelSplit
 
 __all__ = [
     "ChannelShuffle",
+    "ChannelSplit",
     "CompConv2D",
     "EfficientChannelAttention",
     "FactorizedConv2D",

@@ -77,3 +77,85 @@ class ChannelShuffle(keras.layers.Layer):
         config = super().get_config()
         config.update({"groups": self.groups, "data_format": self.data_format})
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class ChannelSplit(keras.layers.Layer):
+    """Splits the channels into `num_splits` equal contiguous parts (ShuffleNet V2's channel split).
+
+    Part `i` holds channels `[i * C / num_splits, (i + 1) * C / num_splits)`.
+    A layer rather than `x[..., :c]` on a Keras tensor, so that the graph
+    holds no anonymous operations: profiling, decomposition and the LiteRT
+    export see one named layer with a lowering rule (slices, or the 4-D
+    shuffle when it follows a `ChannelShuffle` whose permutation the export
+    carried lazily).
+
+    Args:
+        num_splits: int, the number of parts; must divide the channel count.
+        data_format: `"channels_last"`, `"channels_first"` or `None`.
+
+    Returns:
+        A layer returning a list of `num_splits` tensors.
+
+    Raises:
+        ValueError: if `num_splits` is not a positive integer or does not
+            divide the channels, `data_format` is unknown, or the input is not
+            rank 4.
+
+    Example:
+
+    >>> x = keras.ops.reshape(keras.ops.arange(4, dtype="float32"), (1, 1, 1, 4))
+    >>> [keras.ops.convert_to_numpy(p).ravel().tolist() for p in ChannelSplit(2)(x)]
+    [[0.0, 1.0], [2.0, 3.0]]
+    """
+
+    def __init__(self, num_splits=2, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_splits = _validation.check_positive_int(num_splits, "num_splits")
+        self.data_format = _validation.normalize_data_format(data_format)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        channels = _validation.check_input_shape(self, input_shape)
+        _validation.check_divides(self.num_splits, "num_splits", channels, "channels")
+
+    def channel_ranges(self, channels):
+        """The `(start, stop)` channel range of every part.
+
+        Args:
+            channels: the number of input channels.
+
+        Returns:
+            A list of `num_splits` `(start, stop)` int pairs.
+        """
+        per = channels // self.num_splits
+        return [(i * per, (i + 1) * per) for i in range(self.num_splits)]
+
+    def call(self, inputs):
+        axis = _core.channel_axis(self.data_format)
+        return [
+            _core.slice_channels(inputs, start, stop, self.data_format)
+            for start, stop in self.channel_ranges(inputs.shape[axis])
+        ]
+
+    def compute_output_shape(self, input_shape):
+        axis = 3 if self.data_format == "channels_last" else 1
+        shape = list(input_shape)
+        shape[axis] = None if shape[axis] is None else shape[axis] // self.num_splits
+        return [tuple(shape) for _ in range(self.num_splits)]
+
+    def compute_macs(self, input_shape):
+        """Slices: 0 multiply-accumulates.
+
+        Args:
+            input_shape: the input shape (unused).
+
+        Returns:
+            int, always 0.
+        """
+        return 0
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_splits": self.num_splits, "data_format": self.data_format})
+        return config

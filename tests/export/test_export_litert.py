@@ -305,3 +305,24 @@ def test_sic_networks_export_builtin_only_and_run_on_gpu(name, shape, kwargs, tm
     _check_float32(report, (1,) + shape)
     # The ring projections run as grouped convolutions (their executed-MACs form), never as GATHER.
     assert "GATHER" not in report.ops
+
+
+SHUFFLENET_EXPORTS = [
+    pytest.param({"style": "cifar", "input_shape": (28, 28, 1), "classes": 10}, (1, 28, 28, 1), id="cifar-1.0"),
+    pytest.param({}, (1, 224, 224, 3), id="imagenet-1.0-224", marks=pytest.mark.slow),
+    pytest.param({"width_multiplier": 0.5}, (1, 224, 224, 3), id="imagenet-0.5-224", marks=pytest.mark.slow),
+]
+
+
+@TF_ONLY
+@pytest.mark.parametrize("kwargs, shape", SHUFFLENET_EXPORTS)
+def test_shufflenet_v2_exports_builtin_only_and_runs_on_gpu(kwargs, shape, tmp_path):
+    from keras_effconv.applications import ShuffleNetV2
+
+    model = randomize_statistics(ShuffleNetV2(classifier_activation=None, **kwargs))
+    report = export_litert(model, tmp_path / "m.tflite")
+    _check_float32(report, shape)
+    # Shuffle-then-split runs as the 4-D reshape/transpose and slices, never as a GATHER
+    # (a reference kernel on XNNPACK) nor a 5-D tensor (not accelerated on the GPU).
+    assert "GATHER" not in report.ops
+    assert report.ops.get("TRANSPOSE", 0) > 0

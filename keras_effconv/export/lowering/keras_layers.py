@@ -41,9 +41,16 @@ def lower_conv(rewriter, call):
         pointwise = numpy_float32(layer.pointwise_kernel)
         out = rewriter.linear([Term("conv", depthwise, pointwise, _bias(layer, layer.filters), f"{name}_pw")])
     elif isinstance(layer, keras.layers.DepthwiseConv2D):
-        x = rewriter.materialize(value)
+        # Per channel, so a pending permutation passes through: the kernel follows
+        # the channels as they are held and the output keeps the order (no GATHER).
         kernel = numpy_float32(layer.kernel)
-        out = rewriter.linear([Term("depthwise", x, kernel, _bias(layer, kernel.shape[2] * kernel.shape[3]), name, **geometry)])
+        channels, multiplier = kernel.shape[2], kernel.shape[3]
+        bias = _bias(layer, channels * multiplier).reshape(channels, multiplier)
+        perm = value.perm
+        out_perm = None if perm is None else (perm[:, None] * multiplier + np.arange(multiplier)).ravel()
+        kernel, bias = rows_for_actual(kernel, perm, axis=2), rows_for_actual(bias, perm, axis=0).ravel()
+        term = Term("depthwise", value.tensor, kernel, bias, name, **geometry)
+        out = rewriter.linear([term], perm=out_perm)
     else:
         kernel = numpy_float32(layer.kernel)
         if layer.groups == 1:
