@@ -170,13 +170,80 @@ def finish_replacement(conv, chain):
     configs then name the original conv's initializers, which is what a
     re-initialisation of the new model should use.
     """
-    first, last = chain
+    first, last = chain[0], chain[-1]
     if isinstance(first, keras.layers.DepthwiseConv2D):
         first.depthwise_initializer = copy_initializer(conv.kernel_initializer)
     else:
         first.kernel_initializer = copy_initializer(conv.kernel_initializer)
     last.kernel_initializer = copy_initializer(conv.kernel_initializer)
     last.bias_initializer = copy_initializer(conv.bias_initializer)
+
+
+_BATCHNORM_OPTIONS = ("momentum", "epsilon", "center", "scale")
+
+
+def check_batchnorm_option(value):
+    """`insert_batchnorm` -> None (no layer) or the BatchNormalization arguments."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, dict) and set(value) <= set(_BATCHNORM_OPTIONS):
+        return dict(value)
+    raise _validation.invalid_value(
+        "insert_batchnorm", f"expected True, False or a dict with keys from {list(_BATCHNORM_OPTIONS)}", value
+    )
+
+
+def middle_batchnorm(conv, kwargs, name):
+    """The BatchNormalization between a decomposed conv's depthwise and pointwise halves (weights set later)."""
+    axis = -1 if conv.data_format == "channels_last" else 1
+    return keras.layers.BatchNormalization(
+        axis=axis, name=name, dtype=conv.dtype_policy, trainable=conv.trainable, **kwargs
+    )
+
+
+def calibrate_middle_batchnorms(new_model, order, chains, calls, batches):
+    """Sets every middle BatchNormalization to the identity in inference, with data statistics when given.
+
+    Statistics of the depthwise outputs over `batches` (per channel, over
+    samples and positions) become the moving mean and variance, and
+    `gamma = sqrt(variance + epsilon)`, `beta = mean` keep the layer the
+    identity in inference; without data the statistics are 0 and 1.
+    """
+    middles = [chains[id(layer)][1] for layer in order if len(chains[id(layer)]) == 3]
+    sums = {id(bn): 0.0 for bn in middles}
+    squares = {id(bn): 0.0 for bn in middles}
+    counts = {id(bn): 0 for bn in middles}
+    if batches is not None:
+        targets = {id(chains[id(layer)][1]): calls[id(layer)] for layer in order if len(chains[id(layer)]) == 3}
+        for x in batches:
+            captured = _graph.capture_inputs(new_model, x, targets)
+            for bn in middles:
+                axis = bn.axis[0] if isinstance(bn.axis, (list, tuple)) else bn.axis
+                for value in captured[id(bn)]:
+                    y = np.moveaxis(_stats.to_numpy(value).astype(np.float64), axis, -1)
+                    y = y.reshape(-1, y.shape[-1])
+                    sums[id(bn)] = sums[id(bn)] + y.sum(axis=0)
+                    squares[id(bn)] = squares[id(bn)] + (y**2).sum(axis=0)
+                    counts[id(bn)] += y.shape[0]
+    for bn in middles:
+        channels = bn.moving_mean.shape[0]
+        if counts[id(bn)]:
+            mean = sums[id(bn)] / counts[id(bn)]
+            variance = np.maximum(squares[id(bn)] / counts[id(bn)] - mean**2, 0.0)
+        else:
+            mean, variance = np.zeros(channels), np.ones(channels)
+        if bn.scale:
+            bn.gamma.assign(np.sqrt(variance + bn.epsilon).astype(bn.gamma.dtype))
+        else:  # without gamma the identity needs moving_variance + epsilon = 1
+            variance = np.full(channels, 1.0 - bn.epsilon)
+        if bn.center:
+            bn.beta.assign(mean.astype(bn.beta.dtype))
+        else:
+            mean = np.zeros(channels)
+        bn.moving_mean.assign(mean.astype(bn.moving_mean.dtype))
+        bn.moving_variance.assign(variance.astype(bn.moving_variance.dtype))
 
 
 def set_conv_weights(layer, kernel, bias=None):
@@ -224,7 +291,7 @@ def make_report(method, model, new_model, order, chains, entries, errors):
         rank, kernel_error = entries[id(layer)]
         pixels = spatial_old[id(layer)]
         per_pixel_before = kh * kw * m * n
-        per_pixel_after = sum(int(np.prod(l.kernel.shape)) for l in chain)
+        per_pixel_after = sum(int(np.prod(l.kernel.shape)) for l in chain if hasattr(l, "kernel"))
         layers.append(
             LayerReport(
                 name=layer.name,

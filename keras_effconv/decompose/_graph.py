@@ -156,7 +156,9 @@ class Replacement:
     def __init__(self, layers):
         self.layers = list(layers)
 
-    def __call__(self, x):
+    def __call__(self, x, **kwargs):
+        # Keras passes `mask` (and may pass `training`) to every call in a graph; the
+        # replacement layers take neither from their predecessor's node.
         for layer in self.layers:
             x = layer(x)
         return x

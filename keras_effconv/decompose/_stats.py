@@ -278,7 +278,11 @@ def linear_output(layer, x):
 
 
 def chain_linear_output(chain, x):
+    """Output of a replacement chain (convolutions without activations; BatchNormalization in inference)."""
     for layer in chain:
-        x = linear_output(layer, x)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            x = ops.cast(layer(ops.cast(x, layer.compute_dtype), training=False), "float32")
+        else:
+            x = linear_output(layer, x)
     return x
 

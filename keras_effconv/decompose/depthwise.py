@@ -194,6 +194,7 @@ def depthwise_decompose(
     positions_per_image=None,
     iterations=10,
     seed=0,
+    insert_batchnorm=False,
 ):
     """Replaces k x k convolutions of a trained model by depthwise + pointwise pairs.
 
@@ -203,7 +204,14 @@ def depthwise_decompose(
     followed by `Conv2D(filters, 1)` named `<name>_pw` that carries the
     original bias and activation. The math (per-channel SVD, and the
     data-driven generalised SVD with multi-layer compensation) is in the
-    module docstring of `keras_effconv.decompose.depthwise`.
+    module docstring of `keras_effconv.decompose.depthwise`. With
+    `insert_batchnorm`, a `BatchNormalization` named `<name>_bn` sits
+    between the two (as in MobileNets and ShuffleNet V2): it is the identity
+    in inference, and with `data` its moving statistics are those of the
+    depthwise outputs on `data` (`gamma = sqrt(var + epsilon)`,
+    `beta = mean`), so training-mode normalisation starts close to the
+    identity too; without `data` they are 0 and 1. This is how a model
+    expanded by `expand_separable` gets its structure back.
 
     Every other layer is a fresh copy with the same config and exactly the
     same weights; nested Functional / Sequential models stay nested and are
@@ -233,6 +241,9 @@ def depthwise_decompose(
             positions per image used for the `"data"` statistics.
         iterations: maximum block-coordinate sweeps of the `"data"` method.
         seed: seed of the position sampling.
+        insert_batchnorm: False, True, or a dict of `BatchNormalization`
+            arguments (e.g. `{"momentum": 0.9}`) for the layer put between
+            the depthwise and the pointwise conv (see above).
 
     Returns:
         `(new_model, report)`: the decomposed `keras.Model` and a
@@ -272,6 +283,7 @@ def depthwise_decompose(
         positions_per_image, "positions_per_image", allow_none=True
     )
     iterations = _validation.check_positive_int(iterations, "iterations")
+    batchnorm_kwargs = _common.check_batchnorm_option(insert_batchnorm)
     if method == "data" and data is None:
         raise _validation.invalid_value(
             "data",
@@ -307,14 +319,18 @@ def depthwise_decompose(
         )
         pw = _common.pointwise_successor(conv, n, _graph.unique_name(f"{conv.name}_pw", taken))
         bias = _stats.to_numpy(conv.bias) if conv.use_bias else None
-        factors[id(conv)] = {"blocks": blocks, "d": d, "p": p, "bias": bias, "chain": [dw, pw]}
+        chain = [dw, pw]
+        if batchnorm_kwargs is not None:
+            bn_name = _graph.unique_name(f"{conv.name}_bn", taken)
+            chain.insert(1, _common.middle_batchnorm(conv, batchnorm_kwargs, bn_name))
+        factors[id(conv)] = {"blocks": blocks, "d": d, "p": p, "bias": bias, "chain": chain}
 
     new_model, chains, order, calls = _graph.rebuild(
         model, lambda layer: factors[id(layer)]["chain"] if id(layer) in factors else None, "`depthwise_decompose`"
     )
 
     def assign(conv, d, p, bias):
-        dw, pw = chains[id(conv)]
+        dw, pw = chains[id(conv)][0], chains[id(conv)][-1]
         dw_kernel, pw_kernel = _factor_kernels(d, p, conv.kernel_size)
         dw.set_weights([dw_kernel.astype(dw.kernel.dtype)])
         _common.set_conv_weights(pw, pw_kernel, bias)
@@ -323,6 +339,9 @@ def depthwise_decompose(
         f = factors[id(conv)]
         _common.finish_replacement(conv, chains[id(conv)])
         assign(conv, f["d"], f["p"], f["bias"])
+    if batchnorm_kwargs is not None:
+        # Exactly the identity while the data-driven fit reads the new model's activations.
+        _common.calibrate_middle_batchnorms(new_model, order, chains, calls, None)
     if method == "data":
         rng = np.random.default_rng(seed)
         for conv in order:
@@ -333,6 +352,8 @@ def depthwise_decompose(
             )
             f["d"], f["p"] = d, p
             assign(conv, d, p, bias)
+    if batchnorm_kwargs is not None and batches is not None:
+        _common.calibrate_middle_batchnorms(new_model, order, chains, calls, batches)
 
     entries = {}
     for conv in order:
