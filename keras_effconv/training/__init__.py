@@ -3,5 +3,6 @@
 from keras_effconv.training.distribute import data_parallel_scope
 from keras_effconv.training.recipe import TrainConfig
 from keras_effconv.training.recipe import train
+from keras_effconv.training.separable import expand_decompose_finetune
 
-__all__ = ["TrainConfig", "data_parallel_scope", "train"]
+__all__ = ["TrainConfig", "data_parallel_scope", "expand_decompose_finetune", "train"]

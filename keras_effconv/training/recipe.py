@@ -443,7 +443,7 @@ def _steps_per_epoch(dataset):
     return steps if steps >= 0 else None  # unknown or infinite: not checked
 
 
-def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
+def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=None):
     """Trains `config.model` with `model.fit` and writes the run to `out_dir`.
 
     Args:
@@ -460,6 +460,14 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
             so a bad configuration leaves them as they were. Otherwise a
             finished run is refused and nothing is touched.
         verbose: `model.fit` verbosity (Keras' progress bar by default).
+        build: None, or a callable `(input_shape, num_classes) -> keras.Model`
+            that builds the network to train instead of `config.model`'s
+            (e.g. an expanded or a decomposed one, see
+            `keras_effconv.training.separable`). It is called once per
+            session, after `keras.utils.set_random_seed(config.seed)`, and
+            must build the same architecture every time so that a resumed
+            run can restore its checkpoints; `config.model` still names the
+            standard network the MACs are compared with.
 
     Returns:
         The metrics dict written to `out_dir/metrics.json`.
@@ -509,7 +517,10 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto"):
         with data_parallel_scope(config.distribute):
             # Built before anything in out_dir is deleted or written: a
             # conv_config the network cannot use fails here.
-            model = build_model(config, data.input_shape, data.num_classes)
+            if build is None:
+                model = build_model(config, data.input_shape, data.num_classes)
+            else:
+                model = build(data.input_shape, data.num_classes)
             compile_for_training(model, config, steps)
             if resume:
                 start_epoch = _restore_newest_checkpoint(
