@@ -4,8 +4,9 @@
     keras-effconv profile eff_resnet50 --conv hetconv
     keras-effconv profile my_model.keras --input-shape 224,224,3 --layers
     keras-effconv export runs/het/model.keras --out model.tflite --quantize int8 --calibration fashion_mnist
+    keras-effconv expand-decompose --model shufflenet_v2_cifar --expanded-epochs 9 --finetune-epochs 1 --out runs/sep
 
-One module per sub-command (`train`, `profile`, `export`), each with a
+One module per sub-command (`train`, `profile`, `export`, `separable`), each with a
 `register(subparsers)`; argument types and `CommandError` in `_args`. Bad
 input ends with a one-line `keras-effconv: error: ...` message and exit
 status 2, never a traceback.
@@ -30,13 +31,14 @@ def make_parser():
     """The `keras-effconv` argument parser with every sub-command."""
     from keras_effconv.cli import export
     from keras_effconv.cli import profile
+    from keras_effconv.cli import separable
     from keras_effconv.cli import train
 
     parser = _Parser(
         prog="keras-effconv", description="Efficient convolutions for Keras 3: train, profile and export networks."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (train, profile, export):
+    for command in (train, profile, export, separable):
         command.register(commands)
     return parser
 

@@ -563,7 +563,9 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=
     plot_curves(history_path, os.path.join(out_dir, "curves.png"))
     _, rows = _read_history(history_path)
     cost = profile(model)
-    standard = profile(build_model(dataclasses.replace(config, conv="standard", conv_config=None), data.input_shape, data.num_classes))
+    # A standard network (conv="standard", e.g. ShuffleNet V2 whose knobs are in conv_config) is its own reference.
+    standard_config = config if config.conv == "standard" else dataclasses.replace(config, conv="standard", conv_config=None)
+    standard = profile(build_model(standard_config, data.input_shape, data.num_classes))
     metrics = {
         "model": config.model,
         "conv": config.conv,
