@@ -25,6 +25,7 @@ from keras_effconv import applications
 from keras_effconv import profile
 from papers import HETCONV_VGG16_CIFAR10_MMACS
 from papers import IMAGENET_CLAIMS
+from papers import SHUFFLENET_V2
 from papers import SIC_NETWORK_CLAIMS
 from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.conv_methods import get_conv_method
@@ -116,6 +117,39 @@ def sic_network_rows():
     return lines
 
 
+def shufflenet_rows():
+    """ShuffleNet V2 at every width next to the paper, and its expanded form (every pair one regular conv)."""
+    from keras_effconv.decompose import expand_separable
+
+    lines = [
+        "| network | input | MACs | paper MACs | params | paper params | expanded MACs | expanded params |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    cases = [(w, {}) for w in sorted(SHUFFLENET_V2)] + [
+        (1.0, {"style": "cifar", "input_shape": (28, 28, 1), "classes": 10})
+    ]
+    for width, kwargs in cases:
+        model = applications.ShuffleNetV2(width, **kwargs)
+        ours = profile(model)
+        expanded = profile(expand_separable(model)[0])
+        keras.backend.clear_session()
+        shape = kwargs.get("input_shape", (224, 224, 3))
+        paper_macs, paper_params = SHUFFLENET_V2[width] if not kwargs else (None, None)
+        paper = (
+            (f"{paper_macs / 1e6:.0f} M ({ours.total_macs / paper_macs - 1:+.1%})",
+             f"{paper_params / 1e6:.1f} M ({ours.total_params / paper_params - 1:+.1%})")
+            if paper_macs else ("—", "—")
+        )
+        style = " (cifar)" if kwargs else ""
+        lines.append(
+            f"| ShuffleNetV2 {width}{style} | {shape[0]}x{shape[1]}x{shape[2]} | {ours.total_macs / 1e6:.1f} M | "
+            f"{paper[0]} | {ours.total_params / 1e6:.3f} M | {paper[1]} | {expanded.total_macs / 1e6:.1f} M | "
+            f"{expanded.total_params / 1e6:.3f} M |"
+        )
+        print(f"  ShuffleNetV2 {width}{style}: {ours.total_macs / 1e6:.1f} M MACs", file=sys.stderr)
+    return lines
+
+
 def _is_replacement(layer):
     return type(layer).__module__.startswith("keras_effconv") or isinstance(layer, keras.layers.SeparableConv2D)
 
@@ -128,6 +162,7 @@ def main(argv=None):
     hetconv_lines, worst = hetconv_cifar_table()
     network_lines = network_rows()
     sic_lines = sic_network_rows()
+    shufflenet_lines = shufflenet_rows()
     text = "\n".join(
         [
             "# Cost tables (analytic counts, `keras_effconv.profile`)",
@@ -182,6 +217,16 @@ def main(argv=None):
             "configurations, so these are our designs at its budgets, not its networks.",
             "",
             *sic_lines,
+            "",
+            "## (d) ShuffleNet V2 (`keras_effconv.applications.ShuffleNetV2`), against Ma et al. 2018",
+            "",
+            "224x224, 1000 classes (the small-input `style=\"cifar\"` network at 28x28x1, 10 classes). "
+            "Params include BatchNormalization's moving statistics (keras' `count_params`). "
+            "\"expanded\": `keras_effconv.decompose.expand_separable`, every depthwise + BN + 1x1 pair "
+            "as one regular 3x3 convolution, the network He et al. (arXiv 1910.09455) train before "
+            "decomposing back to ShuffleNet V2.",
+            "",
+            *shufflenet_lines,
             "",
         ]
     )

@@ -11,7 +11,9 @@ speedups over keras' ResNet50 next to the MAC reductions (1 MAC = 2 FLOPs).
 
 Writes `benchmarks/results/litert.md` (`litert_<target>.md` for a non-default
 target); `--family sic` times FactorizedResNet50/101 and FactorizedVGG16
-instead of the EffResNet50 conv types and writes `litert_sic.md`. These are desktop-CPU numbers, never phone numbers.
+instead of the EffResNet50 conv types and writes `litert_sic.md`;
+`--family shufflenet` times ShuffleNet V2 at its four widths next to
+MobileNetV2 and writes `litert_shufflenet.md`. These are desktop-CPU numbers, never phone numbers.
 """
 
 import argparse
@@ -40,6 +42,7 @@ THREADS = (1, 2)
 
 # The SIC paper's networks (`--family sic`), default knobs: those the paper gives figures for.
 SIC_NETWORKS = tuple(SIC_NETWORK_CLAIMS)
+SHUFFLENET_WIDTHS = (0.5, 1.0, 1.5, 2.0)
 
 
 def build(label):
@@ -49,12 +52,17 @@ def build(label):
         return keras.applications.MobileNetV2(weights=None)
     if label in SIC_NETWORKS:
         return getattr(applications, label)()
+    if label.startswith("ShuffleNetV2 "):
+        return applications.ShuffleNetV2(float(label.split()[-1]))
     return applications.EffResNet50(conv=label.split()[-1])
 
 
 def labels(quick, family="effresnet50"):
     if family == "sic":
         return [BASELINE, "keras MobileNetV2"] + list(SIC_NETWORKS[:1] if quick else SIC_NETWORKS)
+    if family == "shufflenet":
+        widths = SHUFFLENET_WIDTHS[1:2] if quick else SHUFFLENET_WIDTHS
+        return [BASELINE, "keras MobileNetV2"] + [f"ShuffleNetV2 {w}" for w in widths]
     convs = ["hetconv", "depthwise_separable"] if quick else [c for c in conv_method_names() if c != "standard"]
     return [BASELINE, "keras MobileNetV2"] + [f"EffResNet50 {c}" for c in convs]
 
@@ -77,8 +85,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu", help="optimize_for_inference target")
     parser.add_argument("--quick", action="store_true", help="only two conv types")
-    parser.add_argument("--family", choices=("effresnet50", "sic"), default="effresnet50",
-                        help="EffResNet50 per conv type (default), or the SIC paper's networks")
+    parser.add_argument("--family", choices=("effresnet50", "sic", "shufflenet"), default="effresnet50",
+                        help="EffResNet50 per conv type (default), the SIC paper's networks, or ShuffleNet V2")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 

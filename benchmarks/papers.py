@@ -20,3 +20,6 @@ SIC_NETWORK_CLAIMS = {
     "FactorizedResNet101": (1172e6, 6.5, "1172 M MACs, 6.5x (ICCVW abstract 5.85x)"),
     "FactorizedVGG16": (None, 42.0, "42x fewer"),
 }
+
+# Ma et al., ShuffleNet V2 (ECCV 2018), 224x224, 1000 classes: width -> (MACs, params) as published.
+SHUFFLENET_V2 = {0.5: (41e6, 1.4e6), 1.0: (146e6, 2.3e6), 1.5: (299e6, 3.5e6), 2.0: (591e6, 7.4e6)}
