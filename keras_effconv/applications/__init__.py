@@ -15,6 +15,8 @@ from keras_effconv.applications.factorized import FactorizedResNet101
 from keras_effconv.applications.factorized import FactorizedVGG16
 from keras_effconv.applications.imagenet import decode_predictions
 from keras_effconv.applications.imagenet import preprocess_input
+from keras_effconv.applications.resnet import EffResNet18
+from keras_effconv.applications.resnet import EffResNet34
 from keras_effconv.applications.resnet import EffResNet50
 from keras_effconv.applications.resnet import EffResNet101
 from keras_effconv.applications.resnet import EffResNet152
@@ -25,6 +27,8 @@ from keras_effconv.applications.vgg import EffVGG16
 MODELS = {
     "eff_resnet20": EffResNet20,
     "eff_resnet56": EffResNet56,
+    "eff_resnet18": EffResNet18,
+    "eff_resnet34": EffResNet34,
     "eff_resnet50": EffResNet50,
     "eff_resnet101": EffResNet101,
     "eff_resnet152": EffResNet152,
@@ -134,7 +138,9 @@ __all__ = [
     "EffConvModel",
     "EffResNet101",
     "EffResNet152",
+    "EffResNet18",
     "EffResNet20",
+    "EffResNet34",
     "EffResNet50",
     "EffResNet56",
     "EffVGG16",

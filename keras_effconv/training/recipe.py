@@ -64,7 +64,7 @@ from keras_effconv.datasets import load_dataset
 from keras_effconv.training.distribute import data_parallel_scope
 
 # ImageNet-sized networks need at least 32x32 inputs; smaller images are resized.
-_MIN_SIZE = {"eff_resnet50": 32, "eff_resnet101": 32, "eff_resnet152": 32, "eff_vgg16": 32}
+_MIN_SIZE = {"eff_resnet18": 32, "eff_resnet34": 32, "eff_resnet50": 32, "eff_resnet101": 32, "eff_resnet152": 32, "eff_vgg16": 32}
 
 
 @dataclasses.dataclass

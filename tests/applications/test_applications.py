@@ -14,6 +14,8 @@ from keras_effconv.conv_methods import conv_method_names
 
 # (constructor, channels of the last feature map, keras counterpart or None)
 NETWORKS = {
+    "EffResNet18": (applications.EffResNet18, 512, None),
+    "EffResNet34": (applications.EffResNet34, 512, None),
     "EffResNet50": (applications.EffResNet50, 2048, keras.applications.ResNet50),
     "EffResNet101": (applications.EffResNet101, 2048, keras.applications.ResNet101),
     "EffResNet152": (applications.EffResNet152, 2048, keras.applications.ResNet152),
@@ -23,8 +25,8 @@ NETWORKS = {
 }
 # Keras' application test cases run for every conv type on these; the deeper
 # variants share their code and run the same cases with -m slow.
-FAST_NETWORKS = ("EffResNet50", "EffVGG16", "EffResNet20")
-SLOW_NETWORKS = ("EffResNet101", "EffResNet152", "EffResNet56")
+FAST_NETWORKS = ("EffResNet18", "EffResNet50", "EffVGG16", "EffResNet20")
+SLOW_NETWORKS = ("EffResNet34", "EffResNet101", "EffResNet152", "EffResNet56")
 FORMATS = ("channels_last", "channels_first")
 
 network_params = [pytest.param(n, id=n) for n in FAST_NETWORKS] + [
@@ -157,9 +159,10 @@ def test_standard_matches_keras_layer_for_layer(name):
         assert strip(a.get_config()) == strip(b.get_config())
 
 
+@pytest.mark.parametrize("name", ["EffResNet50", "EffResNet18"])
 @pytest.mark.parametrize("conv", [c for c in conv_method_names() if c != "standard"])
-def test_recipe_replaces_every_3x3_except_the_stem(conv):
-    model = applications.EffResNet50(conv=conv, include_top=False, input_shape=(64, 64, 3))
+def test_recipe_replaces_every_3x3_except_the_stem(conv, name):
+    model = NETWORKS[name][0](conv=conv, include_top=False, input_shape=(64, 64, 3))
     by_kernel = {}
     for layer in model.layers:
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.SeparableConv2D)) or hasattr(layer, "compute_macs"):
@@ -167,6 +170,52 @@ def test_recipe_replaces_every_3x3_except_the_stem(conv):
     assert by_kernel[(1, 1)] == {"Conv2D"}
     assert by_kernel[(7, 7)] == {"Conv2D"}
     assert "Conv2D" not in by_kernel[(3, 3)] and len(by_kernel[(3, 3)]) == 1
+
+
+@pytest.mark.parametrize(
+    "name, params, macs",
+    [
+        ("EffResNet18", 11_689_512, 1.82e9),
+        pytest.param("EffResNet34", 21_797_672, 3.67e9, marks=pytest.mark.slow),
+    ],
+)
+def test_basic_block_resnets_have_torchvisions_size(name, params, macs):
+    from keras_effconv.profiling import profile
+
+    model = NETWORKS[name][0](conv="standard")
+    cost = profile(model)
+    # torchvision counts parameters without BN's moving statistics: keras' trainable ones.
+    assert cost.trainable_params == params
+    assert abs(cost.total_macs / macs - 1) <= 0.01
+    blocks = {l.name.split("_")[0] for l in model.layers if l.name.endswith("_add")}
+    assert blocks == {"conv2", "conv3", "conv4", "conv5"}
+
+
+def test_basic_block_matches_numpy(rng):
+    """The first strided block of the standard ResNet-18 against NumPy convolutions and BN."""
+    model = applications.EffResNet18(conv="standard", include_top=False, input_shape=(32, 32, 3))
+    for v in model.weights:
+        if "moving_variance" in v.path:
+            v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
+        elif "moving_mean" in v.path or "beta" in v.path:
+            v.assign(0.1 * rng.standard_normal(v.shape).astype("float32"))
+    block_in = model.get_layer("conv2_block2_out").output
+    probe = keras.Model(model.inputs, [block_in, model.get_layer("conv3_block1_out").output])
+    x_in, y = (reference.to_numpy(t).astype(np.float64) for t in probe([rng.standard_normal((1, 32, 32, 3))
+                                                                          .astype("float32")], training=False))
+
+    def bn(z, name):
+        layer = model.get_layer(name)
+        gamma, beta, mean, var = (reference.to_numpy(w).astype(np.float64) for w in layer.weights)
+        return (z - mean) / np.sqrt(var + layer.epsilon) * gamma + beta
+
+    def kernel(name):
+        return reference.to_numpy(model.get_layer(name).kernel).astype(np.float64)
+
+    z = np.maximum(bn(reference.conv2d(x_in, kernel("conv3_block1_1_conv"), strides=(2, 2)), "conv3_block1_1_bn"), 0)
+    z = bn(reference.conv2d(z, kernel("conv3_block1_2_conv")), "conv3_block1_2_bn")
+    shortcut = bn(reference.conv2d(x_in, kernel("conv3_block1_0_conv"), strides=(2, 2)), "conv3_block1_0_bn")
+    np.testing.assert_allclose(y, np.maximum(z + shortcut, 0), rtol=1e-4, atol=1e-4)
 
 
 def test_weights_path_round_trip(tmp_path, rng):

@@ -326,3 +326,21 @@ def test_shufflenet_v2_exports_builtin_only_and_runs_on_gpu(kwargs, shape, tmp_p
     # (a reference kernel on XNNPACK) nor a 5-D tensor (not accelerated on the GPU).
     assert "GATHER" not in report.ops
     assert report.ops.get("TRANSPOSE", 0) > 0
+
+
+@TF_ONLY
+@pytest.mark.parametrize(
+    "name, conv, size",
+    [
+        pytest.param("EffResNet18", "igc", 64, id="EffResNet18-igc-64"),
+        pytest.param("EffResNet18", "hetconv", 224, id="EffResNet18-hetconv-224", marks=pytest.mark.slow),
+        pytest.param("EffResNet34", "standard", 224, id="EffResNet34-standard-224", marks=pytest.mark.slow),
+    ],
+)
+def test_basic_block_resnets_export_builtin_only_and_run_on_gpu(name, conv, size, tmp_path):
+    from keras_effconv import applications
+
+    model = getattr(applications, name)(input_shape=(size, size, 3), include_top=size == 224, conv=conv,
+                                        pooling=None if size == 224 else "avg", classifier_activation=None)
+    report = export_litert(randomize_statistics(model), tmp_path / "m.tflite")
+    _check_float32(report, (1, size, size, 3))
