@@ -31,6 +31,8 @@ from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.conv_methods import get_conv_method
 
 NETWORKS = (
+    ("EffResNet18", applications.EffResNet18),
+    ("EffResNet34", applications.EffResNet34),
     ("EffResNet50", applications.EffResNet50),
     ("EffResNet101", applications.EffResNet101),
     ("EffVGG16", applications.EffVGG16),
@@ -65,6 +67,8 @@ def network_rows():
         variants = [(conv, None) for conv in conv_method_names()]
         if label == "EffVGG16":
             variants += [("hetconv", {"part": part}) for part in (8, 16, 32)]
+        if label == "EffResNet34":  # HetConv's ImageNet experiments use ResNet-34
+            variants += [("hetconv", {"part": part}) for part in (2, 8)]
         standard = None
         for conv, config in variants:
             model = constructor(conv=conv, conv_config=config)

@@ -11,6 +11,7 @@ IMAGENET_CLAIMS = {
     ("EffResNet101", "factorized"): "SIC: 1172 M MACs (6.5x)",
     ("EffVGG16", "factorized"): "SIC: 42x fewer",
     ("EffVGG16", "hetconv"): "HetConv: 3-8x fewer (P=4..)",
+    ("EffResNet34", "factorized"): "SIC (ICCVW): 7.32x fewer",
 }
 
 # Wang, Liu & Foroosh, "Factorized Convolutional Neural Networks" (ICCVW 2017, arXiv 1608.04337):
