@@ -12,30 +12,12 @@ import keras
 
 from keras_effconv.applications import _common
 from keras_effconv.applications.conv_types import ConvReplacer
+from keras_effconv.applications.resnet import basic_block
 
 STAGE_FILTERS = (16, 32, 64)
 # Faster-moving BN statistics than keras' 0.99: short CPU runs (a few hundred
 # steps) otherwise evaluate with statistics that have not converged yet.
 BN_MOMENTUM = 0.9
-
-
-def _basic_block(x, filters, replace, stride, name):
-    bn_axis = _common.channel_axis()
-    Conv2D = keras.layers.Conv2D
-    BatchNormalization = keras.layers.BatchNormalization
-    input_channels = x.shape[bn_axis]
-    if stride != 1 or input_channels != filters:
-        shortcut = replace(Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv"), x)
-        shortcut = BatchNormalization(axis=bn_axis, momentum=BN_MOMENTUM, name=f"{name}_0_bn")(shortcut)
-    else:
-        shortcut = x
-    x = replace(Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv"), x)
-    x = BatchNormalization(axis=bn_axis, momentum=BN_MOMENTUM, name=f"{name}_1_bn")(x)
-    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = replace(Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv"), x)
-    x = BatchNormalization(axis=bn_axis, momentum=BN_MOMENTUM, name=f"{name}_2_bn")(x)
-    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
-    return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
 def build_cifar_resnet(
@@ -66,7 +48,8 @@ def build_cifar_resnet(
     for stage, filters in enumerate(STAGE_FILTERS, start=1):
         for block in range(1, blocks + 1):
             stride = 2 if stage > 1 and block == 1 else 1
-            x = _basic_block(x, filters, replace, stride, name=f"stack{stage}_block{block}")
+            x = basic_block(x, filters, replace, stride, name=f"stack{stage}_block{block}",
+                            bn_kwargs={"momentum": BN_MOMENTUM})
         pyramid[f"P{stage - 1}"] = x
 
     if include_top:

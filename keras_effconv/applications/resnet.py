@@ -33,21 +33,30 @@ BASIC_BLOCK_DEPTHS = ("resnet18", "resnet34")
 _BASIC_EPSILON = 1e-5
 
 
-def _basic_block(x, filters, replace, stride=1, name=None):
-    """torchvision's BasicBlock: 3x3 (stride) + BN + ReLU, 3x3 + BN, add, ReLU."""
+def basic_block(x, filters, replace, stride=1, name=None, bn_kwargs=None):
+    """torchvision's BasicBlock: 3x3 (stride) + BN + ReLU, 3x3 + BN, add, ReLU.
+
+    The shortcut is a 1x1 convolution + BN where the shape changes (option
+    B), else the identity. Shared by EffResNet18/34 and the CIFAR ResNets,
+    which differ only in `bn_kwargs`.
+    """
     bn_axis = _common.channel_axis()
     Conv2D = keras.layers.Conv2D
-    BatchNormalization = keras.layers.BatchNormalization
+    bn_kwargs = dict(bn_kwargs or {})
+
+    def batch_norm(suffix):
+        return keras.layers.BatchNormalization(axis=bn_axis, name=f"{name}_{suffix}", **bn_kwargs)
+
     if stride != 1 or x.shape[bn_axis] != filters:
         shortcut = replace(Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv"), x)
-        shortcut = BatchNormalization(axis=bn_axis, epsilon=_BASIC_EPSILON, name=f"{name}_0_bn")(shortcut)
+        shortcut = batch_norm("0_bn")(shortcut)
     else:
         shortcut = x
     x = replace(Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv"), x)
-    x = BatchNormalization(axis=bn_axis, epsilon=_BASIC_EPSILON, name=f"{name}_1_bn")(x)
+    x = batch_norm("1_bn")(x)
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
     x = replace(Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv"), x)
-    x = BatchNormalization(axis=bn_axis, epsilon=_BASIC_EPSILON, name=f"{name}_2_bn")(x)
+    x = batch_norm("2_bn")(x)
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
@@ -76,7 +85,8 @@ def _residual_block(x, filters, replace, stride=1, conv_shortcut=True, name=None
 def _stack(x, filters, blocks, replace, stride1=2, name=None, basic=False):
     if basic:
         for i in range(1, blocks + 1):
-            x = _basic_block(x, filters, replace, stride=stride1 if i == 1 else 1, name=f"{name}_block{i}")
+            x = basic_block(x, filters, replace, stride=stride1 if i == 1 else 1, name=f"{name}_block{i}",
+                            bn_kwargs={"epsilon": _BASIC_EPSILON})
         return x
     x = _residual_block(x, filters, replace, stride=stride1, name=f"{name}_block1")
     for i in range(2, blocks + 1):
