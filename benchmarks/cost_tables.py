@@ -18,6 +18,8 @@ import datetime
 import os
 import sys
 
+import numpy as np
+
 import keras
 
 import keras_effconv
@@ -154,6 +156,39 @@ def shufflenet_rows():
     return lines
 
 
+def igc_rows():
+    """IGCV1's networks and their equal-parameter regular ResNets, next to the paper's table."""
+    from keras_effconv.applications import igc
+
+    lines = [
+        "| network | input | MACs | params (all) | conv params | conv + classifier | paper | regular counterpart | "
+        "its MACs | its params |",
+        "|---|---|---:|---:|---:|---:|---|---|---:|---:|",
+    ]
+    cases = [(applications.IGCResNet18, v, (224, 224, 3)) for v in igc.IMAGENET_VARIANTS] + [
+        (applications.IGCResNetCIFAR, v, (32, 32, 3)) for v in igc.CIFAR_VARIANTS
+    ]
+    for constructor, variant, shape in cases:
+        model = constructor(variant, input_shape=shape)
+        ours = profile(model)
+        classifier = model.get_layer("predictions").count_params()
+        conv = sum(int(np.prod(w.shape)) for w in model.trainable_weights
+                   if "kernel" in w.path and not w.path.startswith("predictions"))
+        regular_model = constructor(variant, input_shape=shape, regular=True)
+        regular = profile(regular_model)
+        paper = igc.PAPER_IMAGENET.get(variant)
+        paper_text = f"{paper[0] / 1e6:.3f} M / {paper[1] / 1e9:.1f} G" if paper else "—"
+        lines.append(
+            f"| {model.name} | {shape[0]}x{shape[1]}x{shape[2]} | {ours.total_macs / 1e6:.1f} M | "
+            f"{ours.total_params / 1e6:.3f} M | {conv / 1e6:.3f} M | {(conv + classifier) / 1e6:.3f} M | "
+            f"{paper_text} | {regular_model.name} | {regular.total_macs / 1e6:.1f} M | "
+            f"{regular.total_params / 1e6:.3f} M |"
+        )
+        print(f"  {model.name}: {ours.total_macs / 1e6:.1f} M MACs", file=sys.stderr)
+        keras.backend.clear_session()
+    return lines
+
+
 def _is_replacement(layer):
     return type(layer).__module__.startswith("keras_effconv") or isinstance(layer, keras.layers.SeparableConv2D)
 
@@ -167,6 +202,7 @@ def main(argv=None):
     network_lines = network_rows()
     sic_lines = sic_network_rows()
     shufflenet_lines = shufflenet_rows()
+    igc_lines = igc_rows()
     text = "\n".join(
         [
             "# Cost tables (analytic counts, `keras_effconv.profile`)",
@@ -231,6 +267,17 @@ def main(argv=None):
             "decomposing back to ShuffleNet V2.",
             "",
             *shufflenet_lines,
+            "",
+            "## (e) IGCV1's networks (`keras_effconv.applications.IGCResNet18`, `IGCResNetCIFAR`)",
+            "",
+            "The released models' architectures (see `keras_effconv/applications/igc.py`), ImageNet at 224 px "
+            "with 1000 classes, CIFAR (three stages of six blocks) at 32x32x3 with 10 classes. \"paper\": "
+            "params / FLOPs of the paper's depth-18 table; its FLOPs are multiply-adds, and its parameter "
+            "column counts L4M32 and L16M16 without the classifier (conv params) and L100M2 with it. The "
+            "regular counterpart is the ResNet of the same layout whose width gives the closest parameter "
+            "count (`EQUAL_PARAMS_WIDTH`).",
+            "",
+            *igc_lines,
             "",
         ]
     )

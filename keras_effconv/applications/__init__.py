@@ -13,6 +13,8 @@ from keras_effconv.applications.factorized import FactorizedResNet50
 from keras_effconv.applications.factorized import FactorizedResNet56
 from keras_effconv.applications.factorized import FactorizedResNet101
 from keras_effconv.applications.factorized import FactorizedVGG16
+from keras_effconv.applications.igc import IGCResNet18
+from keras_effconv.applications.igc import IGCResNetCIFAR
 from keras_effconv.applications.imagenet import decode_predictions
 from keras_effconv.applications.imagenet import preprocess_input
 from keras_effconv.applications.resnet import EffResNet18
@@ -42,6 +44,9 @@ MODELS = {
     "factorized_resnet101": FactorizedResNet101,
     "factorized_vgg16": FactorizedVGG16,
     "factorized_vgg16_cifar": functools.partial(FactorizedVGG16, style="cifar", classes=10),
+    # IGCV1's networks (knobs `variant`, `regular` in `conv_config`).
+    "igc_resnet18": IGCResNet18,
+    "igc_resnet_cifar": IGCResNetCIFAR,
     # ShuffleNet V2 (a standard network; its knobs, e.g. `width_multiplier`, go in `conv_config`).
     "shufflenet_v2": ShuffleNetV2,
     "shufflenet_v2_cifar": functools.partial(ShuffleNetV2, style="cifar", classes=10),
@@ -58,6 +63,14 @@ STANDARD_COUNTERPARTS = {
 }
 
 
+# Networks designed around one method (no `conv` argument): name -> that method.
+FIXED_DESIGN_METHODS = {
+    **{name: "factorized" for name in STANDARD_COUNTERPARTS},
+    "igc_resnet18": "igc",
+    "igc_resnet_cifar": "igc",
+}
+
+
 def _has_conv_argument(name):
     return "conv" in inspect.signature(MODELS[name]).parameters
 
@@ -69,8 +82,8 @@ def default_conv(name):
     and `"standard"` for the other fixed designs (ShuffleNet V2), which have
     none.
     """
-    if name in STANDARD_COUNTERPARTS:
-        return "factorized"
+    if name in FIXED_DESIGN_METHODS:
+        return FIXED_DESIGN_METHODS[name]
     if not _has_conv_argument(name):
         return "standard"
     return inspect.signature(MODELS[name]).parameters["conv"].default
@@ -84,7 +97,10 @@ def create(name, conv=None, conv_config=None, **kwargs):
     be `None` or `"factorized"`, and `conv_config` holds their knobs (e.g.
     `{"grid": (1, 8), "window": (1, 2)}`); `conv="standard"` builds their
     standard counterpart (`STANDARD_COUNTERPARTS`), the network they are
-    measured against. Standard fixed designs (`shufflenet_v2*`) take
+    measured against. IGCV1's `igc_resnet*` networks likewise take
+    `conv="igc"` and their knobs (`{"variant": "L24M2"}`); `conv="standard"`
+    builds the regular ResNet of about equal parameters (`regular=True`).
+    Standard fixed designs (`shufflenet_v2*`) take
     `conv=None` or `"standard"` and their knobs (`{"width_multiplier": 0.5}`)
     in `conv_config`.
 
@@ -111,14 +127,18 @@ def create(name, conv=None, conv_config=None, **kwargs):
     """
     if name not in MODELS:
         raise ValueError(f"Invalid value for argument `name`: expected one of {sorted(MODELS)}. Received: name={name!r}")
-    if name in STANDARD_COUNTERPARTS:
+    if name in FIXED_DESIGN_METHODS:
+        method = FIXED_DESIGN_METHODS[name]
         if conv == "standard":
-            return MODELS[STANDARD_COUNTERPARTS[name]](conv="standard", **kwargs)
-        if conv not in (None, "factorized"):
+            if name in STANDARD_COUNTERPARTS:
+                return MODELS[STANDARD_COUNTERPARTS[name]](conv="standard", **kwargs)
+            return MODELS[name](**{**(conv_config or {}), "regular": True}, **kwargs)
+        if conv not in (None, method):
+            counterpart = STANDARD_COUNTERPARTS.get(name, "its regular counterpart")
             raise ValueError(
-                f"Invalid value for argument `conv`: model {name!r} is built from SIC layers by design; "
-                f"expected None, 'factorized' (its knobs go in `conv_config`) or 'standard' (its standard "
-                f"counterpart {STANDARD_COUNTERPARTS[name]!r}). Received: conv={conv!r}"
+                f"Invalid value for argument `conv`: model {name!r} is built from {method} layers by design; "
+                f"expected None, {method!r} (its knobs go in `conv_config`) or 'standard' "
+                f"({counterpart!r}). Received: conv={conv!r}"
             )
         return MODELS[name](**(conv_config or {}), **kwargs)
     if not _has_conv_argument(name):
@@ -149,6 +169,9 @@ __all__ = [
     "FactorizedResNet50",
     "FactorizedResNet56",
     "FactorizedVGG16",
+    "FIXED_DESIGN_METHODS",
+    "IGCResNet18",
+    "IGCResNetCIFAR",
     "MODELS",
     "STANDARD_COUNTERPARTS",
     "ShuffleNetV2",

@@ -32,8 +32,13 @@ def build_cifar_resnet(
     name,
     make_replacer,
     model_label,
+    stage_filters=STAGE_FILTERS,
 ):
-    """The CIFAR ResNet-`depth` whose convolutions go through a replacer (see `resnet.build_resnet`)."""
+    """The CIFAR ResNet-`depth` whose convolutions go through a replacer (see `resnet.build_resnet`).
+
+    `stage_filters` are the widths of the three stages; the stem has the
+    first stage's width (16 in He et al.'s networks).
+    """
     _common.check_weights(weights, model_label)
     replace = make_replacer()
     img_input = _common.image_input(input_tensor, input_shape, include_top, default_size=32, min_size=8)
@@ -41,11 +46,11 @@ def build_cifar_resnet(
     bn_axis = _common.channel_axis()
     blocks = (depth - 2) // 6
 
-    x = replace(keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1_conv"), img_input)
+    x = replace(keras.layers.Conv2D(stage_filters[0], 3, padding="same", use_bias=False, name="conv1_conv"), img_input)
     x = keras.layers.BatchNormalization(axis=bn_axis, momentum=BN_MOMENTUM, name="conv1_bn")(x)
     x = keras.layers.Activation("relu", name="conv1_relu")(x)
     pyramid = {}  # the stage outputs `stack{1..3}_block{last}_out`
-    for stage, filters in enumerate(STAGE_FILTERS, start=1):
+    for stage, filters in enumerate(stage_filters, start=1):
         for block in range(1, blocks + 1):
             stride = 2 if stage > 1 and block == 1 else 1
             x = basic_block(x, filters, replace, stride, name=f"stack{stage}_block{block}",

@@ -106,6 +106,8 @@ def build_resnet(
     name,
     make_replacer,
     model_label,
+    stem_filters=64,
+    stage_filters=STAGE_FILTERS,
 ):
     """keras' ResNet v1 of `depth_name` whose convolutions go through a replacer.
 
@@ -113,7 +115,8 @@ def build_resnet(
     `ConvReplacer`, or the SIC networks' replacer) after validating its
     arguments; its `check_input(img_input)` runs once the input is known and
     `require_replacements(what)` at the end. `model_label` names the network
-    in the weights message.
+    in the weights message. `stem_filters` and `stage_filters` (conv2 ..
+    conv5) set the widths (IGCV1's wider networks).
     """
     _common.check_weights(weights, model_label)
     replace = make_replacer()
@@ -123,7 +126,7 @@ def build_resnet(
 
     basic = depth_name in BASIC_BLOCK_DEPTHS
     x = keras.layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(img_input)
-    x = replace(keras.layers.Conv2D(64, 7, strides=2, use_bias=not basic, name="conv1_conv"), x)
+    x = replace(keras.layers.Conv2D(stem_filters, 7, strides=2, use_bias=not basic, name="conv1_conv"), x)
     epsilon = _BASIC_EPSILON if basic else 1.001e-5
     x = keras.layers.BatchNormalization(axis=bn_axis, epsilon=epsilon, name="conv1_bn")(x)
     x = keras.layers.Activation("relu", name="conv1_relu")(x)
@@ -132,7 +135,7 @@ def build_resnet(
 
     # Stage outputs `conv{2..5}_block{last}_out`, strides 4 to 32 (keras-hub's P2..P5).
     pyramid = {}
-    for stage, (filters, blocks) in enumerate(zip(STAGE_FILTERS, STAGE_BLOCKS[depth_name])):
+    for stage, (filters, blocks) in enumerate(zip(stage_filters, STAGE_BLOCKS[depth_name])):
         x = _stack(x, filters, blocks, replace, stride1=1 if stage == 0 else 2, name=f"conv{stage + 2}", basic=basic)
         pyramid[f"P{stage + 2}"] = x
 

@@ -564,7 +564,9 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=
     _, rows = _read_history(history_path)
     cost = profile(model)
     # A standard network (conv="standard", e.g. ShuffleNet V2 whose knobs are in conv_config) is its own reference.
-    standard_config = config if config.conv == "standard" else dataclasses.replace(config, conv="standard", conv_config=None)
+    # A fixed design keeps its knobs: they choose its regular counterpart (IGCV1's equal-parameter ResNet).
+    knobs = config.conv_config if config.model in applications.FIXED_DESIGN_METHODS else None
+    standard_config = config if config.conv == "standard" else dataclasses.replace(config, conv="standard", conv_config=knobs)
     standard = profile(build_model(standard_config, data.input_shape, data.num_classes))
     metrics = {
         "model": config.model,

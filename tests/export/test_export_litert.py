@@ -344,3 +344,23 @@ def test_basic_block_resnets_export_builtin_only_and_run_on_gpu(name, conv, size
                                         pooling=None if size == 224 else "avg", classifier_activation=None)
     report = export_litert(randomize_statistics(model), tmp_path / "m.tflite")
     _check_float32(report, (1, size, size, 3))
+
+
+@TF_ONLY
+@pytest.mark.parametrize(
+    "constructor, variant, size",
+    [
+        pytest.param("IGCResNetCIFAR", "L4M8", 28, id="cifar-L4M8-28"),
+        pytest.param("IGCResNetCIFAR", "L24M2", 28, id="cifar-L24M2-28", marks=pytest.mark.slow),
+        pytest.param("IGCResNet18", "L4M32", 224, id="imagenet-L4M32-224", marks=pytest.mark.slow),
+        pytest.param("IGCResNet18", "L100M2", 224, id="imagenet-L100M2-224", marks=pytest.mark.slow),
+    ],
+)
+def test_igc_networks_export_builtin_only_and_run_on_gpu(constructor, variant, size, tmp_path):
+    from keras_effconv import applications
+
+    channels = 1 if size == 28 else 3
+    model = getattr(applications, constructor)(variant, input_shape=(size, size, channels),
+                                               classifier_activation=None)
+    report = export_litert(randomize_statistics(model), tmp_path / "m.tflite")
+    _check_float32(report, (1, size, size, channels))
