@@ -219,6 +219,13 @@ class Rewriter:
             strides, padding = 1, "valid"
         common = dict(strides=strides, padding=padding, dilation_rate=dilation_rate, dtype="float32")
         if groups > 1 and in_per_group == 1:
+            if (kh, kw) == (1, 1) and out_per_group > 1 and self.target == "gpu" and strides in (1, (1, 1)):
+                # LiteRT's GPU delegate computes a 1x1 DEPTHWISE_CONV_2D with depth multiplier > 1 wrongly
+                # (measured on the WebGPU accelerator: IGCV1 L100M2's grouped shortcuts, max error 0.5),
+                # while 3x3 ones are right: the same function as a 3x3 kernel that is zero off the centre.
+                kernel = np.pad(kernel, ((1, 1), (1, 1), (0, 0), (0, 0)))
+                kh, kw = 3, 3
+                common["padding"] = "same"
             dw = kernel.reshape(kh, kw, groups, out_per_group)
             layer = keras.layers.DepthwiseConv2D((kh, kw), depth_multiplier=out_per_group, name=self.name(name), **common)
             return self.emit(layer, x, [dw, bias])
