@@ -118,10 +118,21 @@ class _Standard:
         return conv(x)
 
 
-def _check(variant, variants, regular):
+def _design(variant, variants, regular, stage_name, prefix):
+    """`(regular width or None, stage widths, replacer factory, default name)` of one network.
+
+    `variants[variant]` ends with the `L` and the `M` of every stage.
+    """
     _validation.check_choice(variant, "variant", tuple(variants))
     if not isinstance(regular, bool):
         raise _validation.invalid_value("regular", "expected True or False", regular)
+    groups, multipliers = variants[variant][-2:]
+    if regular:
+        width = EQUAL_PARAMS_WIDTH[variant]
+        return width, tuple(width * 2**i for i in range(len(groups))), _Standard, f"regular_{prefix}_w{width}"
+    by_stage = {stage_name(s): l for s, l in enumerate(groups)}
+    stages = tuple(l * m for l, m in zip(groups, multipliers))
+    return None, stages, lambda: _IGCReplacer(by_stage), f"igc_{prefix}_{variant.lower()}"
 
 
 def IGCResNet18(
@@ -171,17 +182,10 @@ def IGCResNet18(
     >>> model.get_layer("conv3_block1_1_conv").primary_groups, model.output.shape[-1]
     (4, 1024)
     """
-    _check(variant, IMAGENET_VARIANTS, regular)
-    stem, groups, multipliers = IMAGENET_VARIANTS[variant]
-    if regular:
-        width = EQUAL_PARAMS_WIDTH[variant]
-        stem, stages, make = width, tuple(width * 2**i for i in range(4)), _Standard
-        default_name = f"regular_resnet18_w{width}"
-    else:
-        stages = tuple(l * m for l, m in zip(groups, multipliers))
-        by_stage = {f"conv{s + 2}": l for s, l in enumerate(groups)}
-        make = lambda: _IGCReplacer(by_stage)  # noqa: E731
-        default_name = f"igc_resnet18_{variant.lower()}"
+    width, stages, make, default_name = _design(
+        variant, IMAGENET_VARIANTS, regular, lambda s: f"conv{s + 2}", "resnet18"
+    )
+    stem = width or IMAGENET_VARIANTS[variant][0]
     return resnet.build_resnet(
         "resnet18", include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
         name or default_name, make, "IGCResNet18", stem_filters=stem, stage_filters=stages,
@@ -234,17 +238,9 @@ def IGCResNetCIFAR(
     >>> model.get_layer("stack3_block1_1_conv").width, model.output.shape[-1]
     (128, 10)
     """
-    _check(variant, CIFAR_VARIANTS, regular)
-    groups, multipliers = CIFAR_VARIANTS[variant]
-    if regular:
-        width = EQUAL_PARAMS_WIDTH[variant]
-        stages, make = (width, 2 * width, 4 * width), _Standard
-        default_name = f"regular_resnet{CIFAR_DEPTH}_w{width}"
-    else:
-        stages = tuple(l * m for l, m in zip(groups, multipliers))
-        by_stage = {f"stack{s + 1}": l for s, l in enumerate(groups)}
-        make = lambda: _IGCReplacer(by_stage)  # noqa: E731
-        default_name = f"igc_resnet{CIFAR_DEPTH}_{variant.lower()}"
+    _, stages, make, default_name = _design(
+        variant, CIFAR_VARIANTS, regular, lambda s: f"stack{s + 1}", f"resnet{CIFAR_DEPTH}"
+    )
     return cifar.build_cifar_resnet(
         CIFAR_DEPTH, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
         name or default_name, make, "IGCResNetCIFAR", stage_filters=stages,
