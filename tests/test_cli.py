@@ -150,4 +150,4 @@ def test_python_dash_m_runs_the_cli():
     proc = subprocess.run(
         [sys.executable, "-m", "keras_effconv.cli", "--help"], capture_output=True, text=True, timeout=300
     )
-    assert proc.returncode == 0 and "{train,profile,export}" in proc.stdout
+    assert proc.returncode == 0 and "{train,profile,export,expand-decompose}" in proc.stdout

@@ -71,6 +71,9 @@ FIXED_DESIGN_METHODS = {
 }
 
 
+_METHOD_LABELS = {"factorized": "SIC", "igc": "IGC"}
+
+
 def _has_conv_argument(name):
     return "conv" in inspect.signature(MODELS[name]).parameters
 
@@ -136,7 +139,8 @@ def create(name, conv=None, conv_config=None, **kwargs):
         if conv not in (None, method):
             counterpart = STANDARD_COUNTERPARTS.get(name, "its regular counterpart")
             raise ValueError(
-                f"Invalid value for argument `conv`: model {name!r} is built from {method} layers by design; "
+                f"Invalid value for argument `conv`: model {name!r} is built from {_METHOD_LABELS[method]} layers "
+                f"by design; "
                 f"expected None, {method!r} (its knobs go in `conv_config`) or 'standard' "
                 f"({counterpart!r}). Received: conv={conv!r}"
             )

@@ -174,6 +174,7 @@ def expand_decompose_finetune(
 
     Example:
 
+    >>> from keras_effconv.training import TrainConfig
     >>> config = TrainConfig(model="shufflenet_v2_cifar", conv="standard")
     >>> metrics = expand_decompose_finetune(config, "runs/sep", 3, 1)  # doctest: +SKIP
     """

@@ -516,7 +516,7 @@ def test_create_builds_by_name_with_knobs_and_standard_counterparts():
     assert type(standard.get_layer("stack1_block1_1_conv")) is keras.layers.Conv2D
     assert applications.default_conv("factorized_vgg16") == "factorized"
     assert applications.default_conv("eff_resnet20") == "hetconv"
-    with pytest.raises(ValueError, match="`conv`.*built from factorized layers"):
+    with pytest.raises(ValueError, match="`conv`.*built from SIC layers"):
         applications.create("factorized_resnet20", "igc")
     with pytest.raises(ValueError, match="`name`"):
         applications.create("resnet18")

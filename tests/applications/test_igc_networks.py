@@ -117,7 +117,7 @@ def test_create_by_name_with_variant_and_regular_counterpart():
     assert applications.default_conv("igc_resnet18") == "igc"
     regular = applications.create("igc_resnet_cifar", "standard", {"variant": "L24M2"}, input_shape=(28, 28, 1))
     assert regular.name == "regular_resnet38_w12"
-    with pytest.raises(ValueError, match=r"`conv`.*built from igc layers.*'hetconv'"):
+    with pytest.raises(ValueError, match=r"`conv`.*built from IGC layers.*'hetconv'"):
         applications.create("igc_resnet18", "hetconv")
 
 
