@@ -13,6 +13,12 @@ models interleaved after training. Writes
 Runs resume: interrupt and start again with the same arguments.
 
     KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/accuracy.py [--epochs 2] [--seeds 2] [--subset N]
+
+`--igc` runs IGCV1's claim instead ("wider is better at equal parameters"):
+the CIFAR IGC network `igc_resnet_cifar` (IGC-L4M8, ResNet-38 layout)
+against its regular counterpart of about equal parameters
+(`igc_resnet_cifar:standard`, width 16), same recipe, epochs and seeds;
+writes `accuracy_igc_<backend>.md` / `.png`.
 """
 
 import argparse
@@ -31,6 +37,8 @@ from keras_effconv.training.compare import comparison_markdown
 
 # The SIC paper's small networks, trained beside ResNet-20's conv types.
 SIC_NETWORKS = ("factorized_resnet20", "factorized_vgg16_cifar")
+# IGCV1's claim: the IGC network and the regular ResNet of about equal parameters.
+IGC_ENTRIES = ("igc_resnet_cifar", "igc_resnet_cifar:standard")
 
 
 def main(argv=None):
@@ -40,17 +48,23 @@ def main(argv=None):
     parser.add_argument("--subset", type=int, default=None)
     parser.add_argument("--convs", default=",".join(conv_method_names() + SIC_NETWORKS))
     parser.add_argument("--runs", default=os.path.join("runs", "accuracy"))
+    parser.add_argument("--igc", action="store_true", help="IGCV1's network against the regular one of equal params")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     backend = keras.backend.backend()
-    results = os.path.join(os.path.dirname(__file__), "results")
+    results = args.out
+    stem, title = f"accuracy_{backend}", "ResNet-20"
+    if args.igc:
+        args.convs = ",".join(IGC_ENTRIES)
+        stem, title = f"accuracy_igc_{backend}", "IGC-L4M8 vs the regular ResNet-38 of equal parameters"
     base = TrainConfig(model="eff_resnet20", dataset="fashion_mnist", epochs=args.epochs, subset=args.subset)
     rows = compare_convs(args.convs.split(","), base, os.path.join(args.runs, backend), seeds=tuple(range(args.seeds)), verbose=2)
     os.makedirs(results, exist_ok=True)
-    plot = os.path.join(results, f"accuracy_{backend}.png")
-    accuracy_vs_macs_plot(rows, plot, title=f"ResNet-20, Fashion-MNIST, {args.epochs} epochs ({backend})")
+    plot = os.path.join(results, f"{stem}.png")
+    accuracy_vs_macs_plot(rows, plot, title=f"{title}, Fashion-MNIST, {args.epochs} epochs ({backend})")
     text = "\n".join(
         [
-            f"# Accuracy vs MACs: ResNet-20 on Fashion-MNIST ({backend})",
+            f"# Accuracy vs MACs: {title} on Fashion-MNIST ({backend})",
             "",
             f"Generated {datetime.date.today()} by `benchmarks/accuracy.py`; keras_effconv {keras_effconv.__version__}. "
             f"{args.epochs} epochs of the `keras-effconv train` recipe, {args.seeds} seeds, "
@@ -61,11 +75,11 @@ def main(argv=None):
             "",
             comparison_markdown(rows),
             "",
-            f"![accuracy vs MACs](accuracy_{backend}.png)",
+            f"![accuracy vs MACs]({stem}.png)",
             "",
         ]
     )
-    with open(os.path.join(results, f"accuracy_{backend}.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(results, f"{stem}.md"), "w", encoding="utf-8") as f:
         f.write(text)
     print(text)
 

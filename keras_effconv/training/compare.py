@@ -18,11 +18,18 @@ from keras_effconv.training.recipe import train
 
 
 def _entry_config(base_config, entry, seed):
-    """The `TrainConfig` of one `compare_convs` entry: a conv type, or a network of `MODELS`."""
-    if entry in applications.MODELS:
-        return dataclasses.replace(base_config, model=entry, conv=applications.default_conv(entry), conv_config=None,
-                                   seed=seed)
+    """The `TrainConfig` of one `compare_convs` entry: a conv type, a network of `MODELS`, or `network:conv`."""
+    name, _, conv = entry.partition(":")
+    if name in applications.MODELS:
+        return dataclasses.replace(base_config, model=name, conv=conv or applications.default_conv(name),
+                                   conv_config=None, seed=seed)
+    if conv:
+        raise ValueError(f"unknown network {name!r} in the entry {entry!r}; choose one of {sorted(applications.MODELS)}")
     return dataclasses.replace(base_config, conv=entry, seed=seed)
+
+
+def _run_dir(out_dir, entry, seed):
+    return os.path.join(out_dir, entry.replace(":", "_"), f"seed{seed}")
 
 
 def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, train_steps=10, verbose=0):
@@ -33,7 +40,9 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
     a network of `keras_effconv.applications.MODELS` instead (e.g.
     `"factorized_resnet20"`, the SIC paper's design) trains that network
     with its own conv method in place of `base_config.model`; its row is
-    labelled with the network's name.
+    labelled with the network's name. `"network:conv"` trains that network
+    with `conv` (e.g. `"igc_resnet_cifar:standard"`, IGCV1's regular
+    counterpart at equal parameters); its runs go to `network_conv/`.
 
     Args:
         convs: conv types (or network names) to compare.
@@ -66,7 +75,7 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
     for conv in convs:
         runs = []
         for seed in seeds:
-            run_dir = os.path.join(out_dir, conv, f"seed{seed}")
+            run_dir = _run_dir(out_dir, conv, seed)
             metrics_path = os.path.join(run_dir, "metrics.json")
             config = _entry_config(base_config, conv, seed)
             if run_state(run_dir) == "finished":
@@ -95,7 +104,7 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
                 "input_shape": tuple(runs[0]["input_shape"]),
             }
         )
-        models[conv] = keras.saving.load_model(os.path.join(out_dir, conv, f"seed{seeds[0]}", "model.keras"))
+        models[conv] = keras.saving.load_model(os.path.join(_run_dir(out_dir, conv, seeds[0]), "model.keras"))
     input_shape = rows[0]["input_shape"]
     latency = measure_latency(models, input_shape, batch_size=latency_batch, repeats=20, warmup=3)
     # The runs' own wall time depends on whatever else the machine did while

@@ -32,3 +32,17 @@ def test_compare_convs_tabulates_and_reuses_finished_runs(tmp_path):
     assert "| standard | " in table and "| 1.00× | " in table
     accuracy_vs_macs_plot(rows, str(tmp_path / "plot.png"))
     assert os.path.getsize(tmp_path / "plot.png") > 0
+
+
+def test_entries_name_conv_types_networks_and_network_with_conv():
+    from keras_effconv.training import TrainConfig
+    from keras_effconv.training.compare import _entry_config
+
+    base = TrainConfig(model="eff_resnet20", conv="hetconv", conv_config={"part": 2})
+    assert (_entry_config(base, "igc", 1).model, _entry_config(base, "igc", 1).conv) == ("eff_resnet20", "igc")
+    network = _entry_config(base, "igc_resnet_cifar", 0)
+    assert (network.model, network.conv, network.conv_config) == ("igc_resnet_cifar", "igc", None)
+    regular = _entry_config(base, "igc_resnet_cifar:standard", 1)
+    assert (regular.model, regular.conv, regular.seed) == ("igc_resnet_cifar", "standard", 1)
+    with pytest.raises(ValueError, match="unknown network 'resnet9'"):
+        _entry_config(base, "resnet9:standard", 0)
