@@ -51,6 +51,7 @@ import keras
 from keras_effconv import _validation
 from keras_effconv.applications import cifar
 from keras_effconv.applications import resnet
+from keras_effconv.applications.conv_types import ConvReplacer
 from keras_effconv.layers import InterleavedGroupConv2D
 
 # variant -> (stem width, L per stage, M per stage)
@@ -107,17 +108,6 @@ class _IGCReplacer:
         return layer(x)
 
 
-class _Standard:
-    def check_input(self, img_input):
-        pass
-
-    def require_replacements(self, what):
-        pass
-
-    def __call__(self, conv, x):
-        return conv(x)
-
-
 def _design(variant, variants, regular, stage_name, prefix):
     """`(regular width or None, stage widths, replacer factory, default name)` of one network.
 
@@ -129,7 +119,8 @@ def _design(variant, variants, regular, stage_name, prefix):
     groups, multipliers = variants[variant][-2:]
     if regular:
         width = EQUAL_PARAMS_WIDTH[variant]
-        return width, tuple(width * 2**i for i in range(len(groups))), _Standard, f"regular_{prefix}_w{width}"
+        stages = tuple(width * 2**i for i in range(len(groups)))
+        return width, stages, lambda: ConvReplacer("standard"), f"regular_{prefix}_w{width}"
     by_stage = {stage_name(s): l for s, l in enumerate(groups)}
     stages = tuple(l * m for l, m in zip(groups, multipliers))
     return None, stages, lambda: _IGCReplacer(by_stage), f"igc_{prefix}_{variant.lower()}"

@@ -229,7 +229,7 @@ def expand_decompose_finetune(
         verbose,
         "decomposed network",
     )
-    final = keras.saving.load_model(os.path.join(method_dir, "finetune", "model.keras"), compile=False)
+    final = profile(keras.saving.load_model(os.path.join(method_dir, "finetune", "model.keras"), compile=False))
     metrics = {
         "model": config.model,
         "method": method,
@@ -241,8 +241,8 @@ def expand_decompose_finetune(
         "expanded_test_accuracy": expanded_metrics["test_accuracy"],
         "decomposed_test_accuracy": decomposed_accuracy,
         "test_accuracy": finetuned["test_accuracy"],
-        "macs": profile(final).total_macs,
-        "params": profile(final).total_params,
+        "macs": final.total_macs,
+        "params": final.total_params,
         "expanded_macs": expanded_metrics["macs"],
         "standard_macs": finetuned["standard_macs"],
         "standard_params": finetuned["standard_params"],
