@@ -9,6 +9,7 @@ import keras
 from keras_effconv.datasets.cifar10 import cifar10
 from keras_effconv.datasets.fashion_mnist import fashion_mnist
 from keras_effconv.datasets.image_folder import image_folder
+from keras_effconv.export.metadata import unit_scale_preprocessing
 
 DATASETS = ("fashion_mnist", "cifar10", "image_folder")
 
@@ -25,7 +26,10 @@ class TrainingData:
     `train` and `test` are `tf.data.Dataset`s of unbatched
     `(image, one_hot_label)` pairs: float32 images scaled to [0, 1] in the
     layout of `keras.config.image_data_format()`. They feed `model.fit` on
-    every backend.
+    every backend. `class_names` are the label names (index order);
+    `preprocessing` says how the images were made from 8-bit pixels (the
+    `preprocessing` dict of `keras_effconv.export.metadata`: pixels / 255,
+    gray or RGB, resized bilinearly to `input_shape`).
     """
 
     name: str
@@ -36,6 +40,7 @@ class TrainingData:
     input_shape: tuple
     num_classes: int
     class_names: list
+    preprocessing: dict = None
 
 
 def _arrays_to_dataset(images, labels, num_classes):
@@ -110,7 +115,8 @@ def load_dataset(name, path=None, subset=None, image_size=None, seed=0, min_size
         train = train.take(limit).map(prepare)
         test = test.map(prepare)
         input_shape = tuple(train.element_spec[0].shape)
-        return TrainingData(name, train, test, limit, int(test.cardinality()), input_shape, num_classes, class_names)
+        return TrainingData(name, train, test, limit, int(test.cardinality()), input_shape, num_classes, class_names,
+                            unit_scale_preprocessing(3))
 
     if name == "fashion_mnist":
         (x_train, y_train), (x_test, y_test) = fashion_mnist(path)
@@ -140,5 +146,6 @@ def load_dataset(name, path=None, subset=None, image_size=None, seed=0, min_size
         len(x_test),
         tuple(x_train.shape[1:]),
         num_classes,
-        class_names,
+        list(class_names),
+        unit_scale_preprocessing(x_train.shape[-1 if keras.config.image_data_format() == "channels_last" else 1]),
     )

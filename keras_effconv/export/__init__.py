@@ -8,6 +8,10 @@
   GPU accelerator where one can start (e.g. Mesa lavapipe).
 - `lowering_rule(LayerClass)`: registers how a layer is lowered (see
   `keras_effconv/export/rules.py`; one module per method in `lowering/`).
+- `model_metadata(...)`, `read_metadata(path)`: the JSON document that makes
+  a model self-describing (input shape/layout, normalisation from 8-bit
+  pixels, class names, provenance), embedded in `.tflite` files and written
+  as `model.json` + `labels.txt` (see `keras_effconv/export/metadata.py`).
 - `quantization_aware_training(model, path, x, y)`: int8 QAT with
   tensorflow-model-optimization in its own process (post-training int8 is
   `export_litert(..., quantization="int8")`).
@@ -22,6 +26,9 @@ from keras_effconv.export.inference import optimize_for_inference
 from keras_effconv.export.litert import QUANTIZATIONS
 from keras_effconv.export.litert import ExportReport
 from keras_effconv.export.litert import export_litert
+from keras_effconv.export.metadata import model_metadata
+from keras_effconv.export.metadata import preprocess_images
+from keras_effconv.export.metadata import read_metadata
 from keras_effconv.export.qat import QatReport
 from keras_effconv.export.qat import quantization_aware_training
 from keras_effconv.export.tflite_file import inspect_tflite
@@ -47,8 +54,11 @@ __all__ = [
     "export_litert",
     "inspect_tflite",
     "lowering_rule",
+    "model_metadata",
     "optimize_for_inference",
+    "preprocess_images",
     "QatReport",
     "quantization_aware_training",
+    "read_metadata",
     "unregister_lowering_rule",
 ]

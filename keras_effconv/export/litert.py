@@ -20,6 +20,8 @@ from keras_effconv.export.verification import ExportError
 from keras_effconv.export.inference import _check_target
 from keras_effconv.export.tflite_file import inspect_tflite
 from keras_effconv.export.inference import optimize_for_inference
+from keras_effconv.export.metadata import check_metadata
+from keras_effconv.export.metadata import embed_metadata
 
 QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
 _MAX_CALIBRATION = 500
@@ -163,6 +165,7 @@ def export_litert(
     target="gpu",
     verify=True,
     verification_data=None,
+    metadata=None,
 ):
     """Exports a Keras model to a verified LiteRT (`.tflite`) file.
 
@@ -206,6 +209,11 @@ def export_litert(
             (ideally real held-out data): the first `batch_size * 4` against
             Keras, and up to 200 for the GPU check of a quantized model.
             Defaults to `representative_data`, else random normal inputs.
+        metadata: optional metadata dict (`keras_effconv.export.metadata`:
+            input normalisation, layout, class names, provenance), embedded
+            in the file as its `"keras_effconv"` metadata entry with
+            `input.shape`, `input.batch_size` and `input.dtype` set to the
+            written file's input; read it back with `read_metadata(path)`.
 
     Returns:
         An `ExportReport` (printable).
@@ -237,6 +245,8 @@ def export_litert(
             "Invalid value for argument `representative_data`: quantization='int8' needs "
             "calibration samples in the model's input format (e.g. 200 training images)."
         )
+    if metadata is not None:
+        check_metadata(metadata)
     model = _load(model)
     verification.check_finite_weights(model)
     optimized = optimize_for_inference(model, target=target, input_shape=input_shape, batch_size=batch_size)
@@ -266,6 +276,9 @@ def export_litert(
             args["calibration"] = os.path.join(work, "calibration.npy")
             np.save(args["calibration"], data)
         result = _run_converter(args, timeout=3600)
+        if metadata is not None:
+            # Before the checks and the move: they verify the final bytes, and a failure writes nothing.
+            embed_metadata(tmp_path, _with_file_input(metadata, tmp_path))
         info = inspect_tflite(tmp_path)
         if info["flex_ops"] or info["custom_ops"]:
             raise ExportError(
@@ -288,6 +301,15 @@ def export_litert(
     if report.gpu_check is not None:
         report.gpu_check.path = path
     return report
+
+
+def _with_file_input(metadata, tflite_path):
+    """`metadata` with `input` describing the converted file's (first) input tensor."""
+    first = inspect_tflite(tflite_path)["inputs"][0]
+    shape = [None if int(d) < 0 else int(d) for d in first["shape"]]
+    metadata = dict(metadata, input=dict(metadata["input"], batch_size=shape[0], dtype=first["dtype"]))
+    metadata["input"]["shape"] = shape[1:]
+    return check_metadata(metadata)
 
 
 def _sorted_layer_errors(layer_report):
