@@ -33,6 +33,8 @@ Files in the output directory:
     metrics.json        test_accuracy, test_loss, macs, params, epochs, train_seconds, backend, ...;
                         written last: its presence marks a finished run
     model.keras         the trained model (written atomically)
+    model.json          its metadata: input shape/layout, preprocessing (pixels / 255), class names, provenance
+    labels.txt          its class names, one per line (both: keras_effconv.export.metadata)
     curves.png          loss and accuracy per epoch (train and test)
     history.csv         one row per epoch across resumed sessions, with its wall time (`seconds`)
     checkpoints/        epoch_001.keras, ... (written atomically)
@@ -263,7 +265,8 @@ def config_differences(config, out_dir):
 
 
 # What the recipe writes into --out; a fresh start removes exactly these.
-_RUN_FILES = ("metrics.json", "config.json", "model.keras", "model.tflite", "curves.png", "history.csv")
+_RUN_FILES = ("metrics.json", "config.json", "model.keras", "model.tflite", "curves.png", "history.csv", "model.json",
+              "labels.txt")
 _RUN_DIRS = ("checkpoints", "tensorboard", "backup")  # backup/: BackupAndRestore of earlier versions
 _CHECKPOINT_NAME = re.compile(r"epoch_(\d{3,})\.keras")
 # The names the recipe writes through `atomic_path`: the files above and the checkpoints.
@@ -560,6 +563,16 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=
 
     with atomic_path(os.path.join(out_dir, "model.keras")) as tmp:
         model.save(tmp)
+    from keras_effconv.export.metadata import model_metadata
+    from keras_effconv.export.metadata import write_metadata_files
+
+    metadata = model_metadata(
+        data.input_shape, data.class_names, data.preprocessing,
+        layout="NCHW" if keras.config.image_data_format() == "channels_first" else "NHWC",
+        model=config.model, conv=config.conv, conv_config=config.conv_config, dataset=config.dataset,
+        test_accuracy=float(test_accuracy),
+    )
+    write_metadata_files(out_dir, metadata)
     plot_curves(history_path, os.path.join(out_dir, "curves.png"))
     _, rows = _read_history(history_path)
     cost = profile(model)
@@ -592,7 +605,9 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=
     if config.export:
         from keras_effconv.export import export_litert
 
-        report = export_litert(model, os.path.join(out_dir, "model.tflite"), input_shape=data.input_shape)
+        report = export_litert(
+            model, os.path.join(out_dir, "model.tflite"), input_shape=data.input_shape, metadata=metadata
+        )
         metrics["export"] = dict(report.to_dict(), summary=report.summary())
     _atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
     return metrics
