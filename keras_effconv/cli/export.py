@@ -157,8 +157,9 @@ def _model_metadata(args, model, shape):
         channels_first = keras.config.image_data_format() == "channels_first"
         metadata = model_metadata(shape, names, layout="NCHW" if channels_first else "NHWC",
                                   source=os.path.basename(args.model))
+        known = "shape and layout" + (" and --labels" if names else "")
         note = (f"no metadata: no {MODEL_JSON} beside {args.model} (or --metadata); the export records the input "
-                "shape and layout" + (" and --labels" if names else "") + " only, and --calibration assumes pixels / 255")
+                f"{known} only, and --calibration assumes pixels / 255")
     outputs = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
     if metadata.get("class_names") and outputs is not None and outputs != len(metadata["class_names"]):
         raise ValueError(

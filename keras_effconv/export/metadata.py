@@ -208,7 +208,8 @@ def check_metadata(metadata, argument="metadata"):
     if not isinstance(metadata, dict):
         _fail(argument, f"expected a metadata dict. Received: {type(metadata).__name__}")
     if metadata.get("schema") != SCHEMA:
-        _fail(argument, f"not a keras_effconv metadata document (schema {metadata.get('schema')!r}, expected {SCHEMA!r})")
+        schema = metadata.get("schema")
+        _fail(argument, f"not a keras_effconv metadata document (schema {schema!r}, expected {SCHEMA!r})")
     version = metadata.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         _fail(argument, f"`version` must be a positive integer. Received: {version!r}")
@@ -249,7 +250,8 @@ def check_metadata(metadata, argument="metadata"):
         if pre.get("resize", "bilinear") != "bilinear":
             _fail(argument, f"`preprocessing.resize` must be 'bilinear'. Received: {pre.get('resize')!r}")
         if channels is not None and channels != expected:
-            _fail(argument, f"`preprocessing.channel_order` {order!r} gives {expected} channel(s); the input has {channels}")
+            _fail(argument, f"`preprocessing.channel_order` {order!r} gives {expected} channel(s); "
+                  f"the input has {channels}")
     names = metadata.get("class_names")
     if names is not None:
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
