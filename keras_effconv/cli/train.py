@@ -5,20 +5,43 @@
 
 import os
 
+from keras_effconv.cli._args import CommandError
 from keras_effconv.cli._args import conv_choices
 from keras_effconv.cli._args import json_dict
 from keras_effconv.cli._args import positive_float
 from keras_effconv.cli._args import positive_int
 
 
+def parse_size(text):
+    """`"64"` -> (64, 64), `"64,48"` -> (64, 48)."""
+    import argparse
+
+    try:
+        size = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive size like 64 or 64,48, got {text!r}")
+    return size
+
+
 def _train_command(args):
     from keras_effconv.applications import default_conv
+
+    if args.init is None and not args.model.startswith("keras:"):
+        from keras_effconv.applications import MODELS
+
+        if args.model not in MODELS:
+            raise CommandError(f"unknown --model {args.model!r}; choose one of {sorted(MODELS)} or keras:NAME")
     from keras_effconv.training import TrainConfig
     from keras_effconv.training import train
 
     config = TrainConfig(
         model=args.model,
-        conv=args.conv or default_conv(args.model),
+        # A model to fine-tune (--init, keras:NAME) is kept as it is unless --conv says otherwise.
+        conv=args.conv or ("standard" if args.init or args.model.startswith("keras:") else default_conv(args.model)),
         conv_config=args.conv_config,
         dataset=args.dataset,
         data_path=args.data_path,
@@ -31,6 +54,12 @@ def _train_command(args):
         distribute=args.distribute,
         export=args.export,
         seed=args.seed,
+        precise_bn_images=args.precise_bn_images,
+        keep_checkpoints=args.keep_checkpoints,
+        init=args.init,
+        weights=args.weights,
+        image_size=list(args.image_size) if args.image_size else None,
+        freeze=args.freeze,
     )
     metrics = train(config, args.out, overwrite=args.overwrite)
     print(
@@ -57,12 +86,16 @@ def register(subparsers):
     Returns:
         The `train` sub-parser.
     """
-    from keras_effconv.applications import MODELS
-    from keras_effconv.datasets import DATASETS
+    from keras_effconv.cli._args import dataset_names
+    from keras_effconv.cli._args import model_names
+
+    MODELS = model_names()  # names read without importing Keras (--help): see cli/_args.py
+    DATASETS = dataset_names()
 
     parser = subparsers.add_parser("train", help="train a network with model.fit (resumable)")
-    parser.add_argument("--model", default="eff_resnet20", choices=sorted(MODELS),
-                        help="network (default eff_resnet20)")
+    parser.add_argument("--model", default="eff_resnet20",
+                        help=f"network (default eff_resnet20): one of {', '.join(sorted(MODELS))}, or keras:NAME "
+                        "for a keras.applications network (e.g. keras:ResNet50, with --weights)")
     parser.add_argument("--conv", default=None, choices=conv_choices(),
                         help="efficient convolution (default: the network's, hetconv for eff_*, "
                         "factorized for the SIC networks factorized_*)")
@@ -81,6 +114,20 @@ def register(subparsers):
                         help="data-parallel over all local devices (jax, tensorflow)")
     parser.add_argument("--export", action="store_true", help="also write a verified model.tflite")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default=None, metavar="MODEL.keras",
+                        help="fine-tune: start from this .keras model (--conv converts it; default keeps it)")
+    parser.add_argument("--weights", default=None, metavar="PATH",
+                        help="local weights file: a keras:NAME network's (with or without its top) or the network's")
+    parser.add_argument("--image-size", type=parse_size, default=None, metavar="H[,W]",
+                        help="resize the images (e.g. 64 or 64,48)")
+    parser.add_argument("--freeze", default=None, metavar="WHAT",
+                        help="backbone: train only the classifier; untouched: train the classifier and the layers "
+                        "--conv replaced")
+    parser.add_argument("--precise-bn-images", type=int, default=5000, metavar="N",
+                        help="training images on which BatchNormalization statistics are recomputed before each "
+                        "evaluation (default 5000; 0 keeps the moving averages)")
+    parser.add_argument("--keep-checkpoints", type=positive_int, default=2, metavar="N",
+                        help="keep the newest N epoch checkpoints plus the best one (default 2)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh even if --out holds a finished or unfinished run")
     parser.set_defaults(handler=_train_command)

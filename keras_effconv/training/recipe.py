@@ -43,6 +43,26 @@ Files in the output directory:
 
 `train_seconds` is the sum of the epochs' wall time (training and validation)
 over every session, as `history.csv` records it.
+
+Checkpoints: the newest `keep_checkpoints` (2 by default) and the one with
+the best test accuracy are kept; older ones are deleted once a newer one is
+written.
+
+BatchNormalization statistics are recomputed ("precise BN",
+`keras_effconv/training/precise_bn.py`) before every evaluation, each
+epoch's validation included, on up to `precise_bn_images` un-augmented
+training images: the moving averages of a short run lag its weights so far
+that it would report chance accuracy. A final test accuracy near chance
+while the training accuracy is not is reported as a warning (stderr and
+`metrics.json`).
+
+Fine-tuning: `init` starts from a user's `.keras` model, `model="keras:ResNet50"`
+(or another `keras_effconv.training.finetune.KERAS_APPLICATIONS` name) from a
+`keras.applications` network with a local `weights` file; a classifier of the
+dataset's classes replaces theirs when the number differs, `conv` converts
+them (`"standard"` keeps them as they are; untouched layers keep their
+weights) and `freeze` freezes the backbone or every layer but the replaced
+ones (see `keras_effconv/training/finetune.py`).
 """
 
 import csv
@@ -63,10 +83,12 @@ from keras_effconv import profile
 from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.datasets import DATASETS
 from keras_effconv.datasets import load_dataset
+from keras_effconv.training import finetune
 from keras_effconv.training.distribute import data_parallel_scope
+from keras_effconv.training.precise_bn import PreciseBatchNormalization
 
 # ImageNet-sized networks need at least 32x32 inputs; smaller images are resized.
-_MIN_SIZE = {"eff_resnet18": 32, "eff_resnet34": 32, "eff_resnet50": 32, "eff_resnet101": 32, "eff_resnet152": 32, "eff_vgg16": 32}
+_MIN_SIZE = {**{finetune.KERAS_PREFIX + name: 32 for name in finetune.KERAS_APPLICATIONS}, "eff_resnet18": 32, "eff_resnet34": 32, "eff_resnet50": 32, "eff_resnet101": 32, "eff_resnet152": 32, "eff_vgg16": 32}
 
 
 @dataclasses.dataclass
@@ -93,6 +115,21 @@ class TrainConfig:
         export: write a verified `model.tflite` at the end.
         seed: seed of weights, subset and shuffling.
         max_test_images: optional cap on the test split (quick checks only).
+        precise_bn_images: un-augmented training images on which the
+            BatchNormalization statistics are recomputed before each
+            evaluation (0: keep Keras' moving averages).
+        keep_checkpoints: how many of the newest epoch checkpoints to keep
+            (the best one is kept as well).
+        init: optional `.keras` model to start from instead of building
+            `model` (fine-tuning); `conv` other than `"standard"` converts it.
+        weights: optional local weights file: for a `keras:` model, the
+            `keras.applications` weights (with or without the top); for a
+            `MODELS` name, passed as its `weights`.
+        image_size: optional image size to resize the data to: an int
+            (square) or `[height, width]`.
+        freeze: None, `"backbone"` (train only the classifier) or
+            `"untouched"` (train the classifier and the layers `conv`
+            replaced).
     """
 
     model: str = "eff_resnet20"
@@ -113,11 +150,20 @@ class TrainConfig:
     export: bool = False
     seed: int = 0
     max_test_images: int = None
+    precise_bn_images: int = 5000
+    keep_checkpoints: int = 2
+    init: str = None
+    weights: str = None
+    image_size: object = None
+    freeze: str = None
 
     def validate(self):
         """Raises ValueError naming the first bad field."""
-        if self.model not in applications.MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(applications.MODELS)}")
+        if self.model not in applications.MODELS and finetune.keras_application_name(self.model) is None:
+            raise ValueError(
+                f"unknown model {self.model!r}; choose one of {sorted(applications.MODELS)} or 'keras:' followed "
+                f"by one of {sorted(finetune.KERAS_APPLICATIONS)}"
+            )
         if self.conv not in conv_method_names():
             raise ValueError(f"unknown conv {self.conv!r}; choose one of {list(conv_method_names())}")
         if self.dataset not in DATASETS:
@@ -126,6 +172,27 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, low in (("precise_bn_images", 0), ("keep_checkpoints", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("init", "weights"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a file path (str), got {value!r}")
+        if self.init is not None and not self.init.endswith(".keras"):
+            raise ValueError(f"init must be a .keras file, got {self.init!r}")
+        if self.init is not None and self.weights is not None:
+            raise ValueError("init and weights exclude each other: a .keras model carries its weights")
+        if self.freeze is not None and self.freeze not in finetune.FREEZE_CHOICES:
+            raise ValueError(f"freeze must be None or one of {finetune.FREEZE_CHOICES}, got {self.freeze!r}")
+        if self.image_size is not None:
+            size = [self.image_size] * 2 if isinstance(self.image_size, int) else self.image_size
+            if (
+                not isinstance(size, (list, tuple)) or len(size) != 2
+                or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in size)
+            ):
+                raise ValueError(f"image_size must be a positive integer or [height, width], got {self.image_size!r}")
         for name in ("subset", "max_test_images"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -171,24 +238,62 @@ def _pipelines(data, config):
     test = data.test
     if config.max_test_images:
         test = test.take(config.max_test_images)
-    return train.prefetch(tf.data.AUTOTUNE), test.batch(256).prefetch(tf.data.AUTOTUNE)
+    # Un-augmented training images, a fixed sample, for the BatchNormalization statistics.
+    statistics = data.train.shuffle(min(data.train_size, 20000), seed=config.seed, reshuffle_each_iteration=False)
+    statistics = statistics.take(config.precise_bn_images).map(lambda x, y: x).batch(config.batch_size)
+    return (
+        train.prefetch(tf.data.AUTOTUNE),
+        test.batch(256).prefetch(tf.data.AUTOTUNE),
+        statistics.prefetch(tf.data.AUTOTUNE),
+    )
 
 
 def build_model(config, input_shape, num_classes):
     """The network of `config` for `input_shape` and `num_classes`.
 
+    `config.init` (a `.keras` model) or a `keras:` model name (a
+    `keras.applications` network with `config.weights`) are converted with
+    `config.conv` unless it is `"standard"`; `config.freeze` freezes layers
+    (see `keras_effconv.training.finetune`).
+
     Under a mixed global dtype policy the `predictions` layer computes in
     float32, as Keras' mixed-precision guide advises: a bfloat16 softmax
     rounds probabilities to 3 significant digits and the loss with them.
+
+    Raises:
+        ValueError: if `config.init`'s model does not take `input_shape`
+            (use `image_size`), or a source cannot be converted.
     """
-    model = applications.create(
-        config.model,
-        config.conv,
-        config.conv_config,
-        input_shape=input_shape,
-        classes=num_classes,
-        weights=None,
-    )
+    keras_name = finetune.keras_application_name(config.model)
+    if config.init is not None or keras_name is not None:
+        if config.init is not None:
+            model = finetune.load_init_model(config.init, num_classes)
+            expected = tuple(model.inputs[0].shape[1:])
+            if None not in expected and expected != tuple(input_shape):
+                raise ValueError(
+                    f"init model {config.init} takes inputs of shape {expected}, the data has {tuple(input_shape)}: "
+                    f"resize the data with image_size (--image-size {expected[0]},{expected[1]})"
+                    + ("" if expected[-1] == input_shape[-1] else f" and use data with {expected[-1]} channels")
+                )
+        else:
+            model = finetune.keras_application(keras_name, config.weights, tuple(input_shape), num_classes)
+        replaced = []
+        if config.conv != "standard":
+            model, report = applications.convert(model, config.conv, config.conv_config)
+            replaced = [row["name"] for row in report.replaced]
+    else:
+        model = applications.create(
+            config.model,
+            config.conv,
+            config.conv_config,
+            input_shape=input_shape,
+            classes=num_classes,
+            weights=config.weights,
+        )
+        replaced = [
+            layer.name for layer in model.layers if isinstance(layer, tuple(m.layer for m in _efficient_methods()))
+        ]
+    finetune.freeze_layers(model, config.freeze, replaced)
     if keras.config.dtype_policy().compute_dtype == "float32":
         return model
 
@@ -198,7 +303,15 @@ def build_model(config, input_shape, num_classes):
             layer_config["dtype"] = "float32"
         return layer.__class__.from_config(layer_config)
 
-    return keras.models.clone_model(model, clone_function=float32_predictions)
+    clone = keras.models.clone_model(model, clone_function=float32_predictions)
+    clone.set_weights(model.get_weights())  # clone_model builds fresh weights; keep loaded ones
+    return clone
+
+
+def _efficient_methods():
+    from keras_effconv.conv_methods import conv_methods
+
+    return [method for method in conv_methods() if method.layer is not None]
 
 
 def compile_for_training(model, config, steps_per_epoch):
@@ -220,14 +333,19 @@ def compile_for_training(model, config, steps_per_epoch):
     )
 
 
-def plot_curves(history_csv, path):
-    """Draws loss and accuracy per epoch from a CSVLogger file with matplotlib."""
-    import csv
+def plot_curves(history_csv, path, title=None):
+    """Draws loss and accuracy per epoch from a history file with matplotlib.
 
+    Args:
+        history_csv: the run's `history.csv`.
+        path: the image to write (atomically).
+        title: optional figure title (the recipe: model, conv and dataset).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     with open(history_csv, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -238,9 +356,12 @@ def plot_curves(history_csv, path):
         if rows and f"val_{metric}" in rows[0]:
             ax.plot(epochs, [float(r[f"val_{metric}"]) for r in rows], "s-", label="test")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     try:
         with atomic_path(path) as tmp:
@@ -252,8 +373,10 @@ def plot_curves(history_csv, path):
 def config_differences(config, out_dir):
     """Names of the `TrainConfig` fields in which `out_dir`'s run differs from `config`.
 
-    `export` is ignored: it does not change the training. A directory
-    without `config.json` differs in nothing.
+    `export`, `keep_checkpoints` and `precise_bn_images` are ignored:
+    they do not change the trained weights. A field missing from an earlier
+    version's `config.json` has its default value. A directory without
+    `config.json` differs in nothing.
     """
     path = os.path.join(out_dir, "config.json")
     if not os.path.exists(path):
@@ -261,7 +384,11 @@ def config_differences(config, out_dir):
     with open(path, encoding="utf-8") as f:
         previous = json.load(f)
     current = json.loads(json.dumps(dataclasses.asdict(config)))
-    return sorted(k for k in set(previous) | set(current) if k != "export" and previous.get(k) != current.get(k))
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    ignored = ("export", "keep_checkpoints", "precise_bn_images")
+    return sorted(
+        k for k in set(previous) | set(current) if k not in ignored and previous.get(k, defaults.get(k)) != current.get(k)
+    )
 
 
 # What the recipe writes into --out; a fresh start removes exactly these.
@@ -360,10 +487,11 @@ class _CommitEpoch(keras.callbacks.Callback):
     taken before the checkpoint is written.
     """
 
-    def __init__(self, history_path, checkpoint_dir):
+    def __init__(self, history_path, checkpoint_dir, keep=None):
         super().__init__()
         self.history_path = history_path
         self.checkpoint_dir = checkpoint_dir
+        self.keep = keep
         self._start = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -387,6 +515,42 @@ class _CommitEpoch(keras.callbacks.Callback):
             os.fsync(f.fileno())
         with atomic_path(os.path.join(self.checkpoint_dir, f"epoch_{epoch + 1:03d}.keras")) as tmp:
             self.model.save(tmp)
+        if self.keep is not None:
+            prune_checkpoints(self.checkpoint_dir, self.history_path, self.keep)
+
+
+def prune_checkpoints(checkpoint_dir, history_path, keep):
+    """Deletes epoch checkpoints but the newest `keep` and the best one.
+
+    The best is the epoch with the highest `val_accuracy` in `history.csv`
+    (the newest without one). Only files named `epoch_NNN.keras` are touched.
+
+    Returns:
+        The deleted paths.
+    """
+    epochs = sorted(
+        int(match.group(1))
+        for match in map(_CHECKPOINT_NAME.fullmatch, os.listdir(checkpoint_dir))
+        if match
+    )
+    _, rows = _read_history(history_path)
+    accuracy = {}
+    for row in rows:
+        try:
+            accuracy[int(row["epoch"]) + 1] = float(row.get("val_accuracy", ""))
+        except ValueError:
+            pass
+    scored = [e for e in epochs if e in accuracy]
+    kept = set(epochs[-keep:])
+    if scored:
+        kept.add(max(scored, key=lambda e: (accuracy[e], e)))
+    deleted = []
+    for epoch in epochs:
+        if epoch not in kept:
+            path = os.path.join(checkpoint_dir, f"epoch_{epoch:03d}.keras")
+            os.remove(path)
+            deleted.append(path)
+    return deleted
 
 
 def _iterations(model):
@@ -446,6 +610,22 @@ def _steps_per_epoch(dataset):
     return steps if steps >= 0 else None  # unknown or infinite: not checked
 
 
+def _near_chance_warnings(test_accuracy, history_rows, num_classes):
+    """A warning when the test accuracy sits near chance while the training accuracy does not."""
+    chance = 1.0 / num_classes
+    try:
+        train_accuracy = float(history_rows[-1]["accuracy"])
+    except (IndexError, KeyError, ValueError):
+        return []
+    if test_accuracy < 1.5 * chance and train_accuracy >= 3 * chance:
+        return [
+            f"test accuracy {test_accuracy:.3f} is near chance ({chance:.3f}) while the training accuracy is "
+            f"{train_accuracy:.3f}: the model does not generalise (too few images or epochs, a learning rate too "
+            "high, or test data prepared differently from the training data)"
+        ]
+    return []
+
+
 def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=None):
     """Trains `config.model` with `model.fit` and writes the run to `out_dir`.
 
@@ -503,19 +683,23 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=
             "repeat its command to resume it, or use another --out or --overwrite"
         )
 
+    image_size = config.image_size
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
     data = load_dataset(
         config.dataset,
         path=config.data_path,
         subset=config.subset,
+        image_size=tuple(image_size) if image_size else None,
         seed=config.seed,
-        min_size=_MIN_SIZE.get(config.model),
+        min_size=None if config.init else _MIN_SIZE.get(config.model),
     )
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        train_ds, test_ds = _pipelines(data, config)
+        train_ds, test_ds, statistics_ds = _pipelines(data, config)
         steps = -(-data.train_size // config.batch_size)
         with data_parallel_scope(config.distribute):
             # Built before anything in out_dir is deleted or written: a
@@ -543,6 +727,7 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=
             for directory in (out_dir, checkpoint_dir):
                 remove_stale_temporaries(directory, _WRITTEN_NAMES, include_this_process=True)
             _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))
+            precise_bn = [PreciseBatchNormalization(statistics_ds)] if config.precise_bn_images else []
             if start_epoch < config.epochs:
                 model.fit(
                     train_ds,
@@ -550,14 +735,18 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=
                     initial_epoch=start_epoch,
                     validation_data=test_ds,
                     callbacks=[
-                        _CommitEpoch(history_path, checkpoint_dir),
+                        # Before _CommitEpoch: each checkpoint holds the statistics of its weights.
+                        *precise_bn,
+                        _CommitEpoch(history_path, checkpoint_dir, keep=config.keep_checkpoints),
                         keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")),
                         *callbacks,
                     ],
                     shuffle=False,  # the tf.data pipeline shuffles
                     verbose=verbose,
                 )
-            test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+            # The callbacks recompute the statistics when validation starts, here too (the run
+            # may have had no epoch left to train).
+            test_loss, test_accuracy = model.evaluate(test_ds, verbose=0, callbacks=precise_bn)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -573,8 +762,14 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=
         test_accuracy=float(test_accuracy),
     )
     write_metadata_files(out_dir, metadata)
-    plot_curves(history_path, os.path.join(out_dir, "curves.png"))
+    source = os.path.basename(config.init) if config.init else config.model
+    plot_curves(
+        history_path, os.path.join(out_dir, "curves.png"), title=f"{source}, conv={config.conv}, {config.dataset}"
+    )
     _, rows = _read_history(history_path)
+    warnings = _near_chance_warnings(float(test_accuracy), rows, data.num_classes)
+    for warning in warnings:
+        _report(f"warning: {warning}")
     cost = profile(model)
     # A standard network (conv="standard", e.g. ShuffleNet V2 whose knobs are in conv_config) is its own reference.
     # A fixed design keeps its knobs: they choose its regular counterpart (IGCV1's equal-parameter ResNet).
@@ -601,6 +796,11 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=
         "backend": keras.backend.backend(),
         "mixed_precision": config.mixed_precision,
         "distributed": config.distribute,
+        "precise_bn_images": config.precise_bn_images,
+        "init": config.init,
+        "weights": config.weights,
+        "freeze": config.freeze,
+        "warnings": warnings,
     }
     if config.export:
         from keras_effconv.export import export_litert

@@ -76,9 +76,13 @@ def assert_consistent(out, config):
     with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
         metrics = json.load(f)
     epochs = list(range(1, config.epochs + 1))
-    assert checkpoint_epochs(out) == epochs
     rows = history_rows(out)
     assert [int(r["epoch"]) for r in rows] == [e - 1 for e in epochs]  # no epoch skipped or repeated
+    # The newest keep_checkpoints epochs and the best one are kept.
+    best = max(epochs, key=lambda e: (float(rows[e - 1]["val_accuracy"]), e))
+    kept = sorted(set(epochs[-config.keep_checkpoints:]) | {best})
+    assert checkpoint_epochs(out) == kept
+    epochs = kept
     assert metrics["epochs"] == config.epochs
     assert metrics["train_seconds"] == round(sum(float(r["seconds"]) for r in rows), 1)
     assert not [n for n in os.listdir(out) if n.startswith(".") or n == "backup"]  # no temporary files left
