@@ -63,7 +63,7 @@ def _train_command(args):
     )
     metrics = train(config, args.out, overwrite=args.overwrite)
     print(
-        f"{metrics['model']} conv={metrics['conv']} on {metrics['dataset']} ({metrics['train_images']} train images, "
+        f"{os.path.basename(metrics['init']) if metrics.get('init') else metrics['model']} conv={metrics['conv']} on {metrics['dataset']} ({metrics['train_images']} train images, "
         f"{metrics['epochs']} epochs, {metrics['backend']}): test accuracy {metrics['test_accuracy']:.4f} on "
         f"{metrics['test_images']} test images"
     )
