@@ -4,6 +4,9 @@
   mobile-friendly builtin ops (BN folded, efficient layers lowered).
 - `export_litert(model, path, ...)`: converts in a TensorFlow subprocess,
   verifies (no Flex ops, outputs vs Keras, GPU check) and writes atomically.
+- `export_onnx(model, path, ...)`: lowers, converts with the running
+  backend's exporter (torch, TensorFlow; JAX through a TensorFlow worker),
+  verifies with ONNX Runtime against Keras and writes atomically.
 - `check_gpu(path)`: static GPU rules + a GPU-only fp32 run on the LiteRT
   GPU accelerator where one can start (e.g. Mesa lavapipe).
 - `lowering_rule(LayerClass)`: registers how a layer is lowered (see
@@ -26,6 +29,8 @@ from keras_effconv.export.inference import optimize_for_inference
 from keras_effconv.export.litert import QUANTIZATIONS
 from keras_effconv.export.litert import ExportReport
 from keras_effconv.export.litert import export_litert
+from keras_effconv.export.onnx import OnnxExportReport
+from keras_effconv.export.onnx import export_onnx
 from keras_effconv.export.metadata import model_metadata
 from keras_effconv.export.metadata import preprocess_images
 from keras_effconv.export.metadata import read_metadata
@@ -46,12 +51,14 @@ __all__ = [
     "ExportReport",
     "GpuCheckReport",
     "LoweringCall",
+    "OnnxExportReport",
     "QUANTIZATIONS",
     "TARGETS",
     "Term",
     "Value",
     "check_gpu",
     "export_litert",
+    "export_onnx",
     "inspect_tflite",
     "lowering_rule",
     "model_metadata",
