@@ -4,19 +4,27 @@
     python examples/export_for_android.py --model my_model.keras          # your trained model
     python examples/export_for_android.py --model m.keras --quantize float16
 
-Writes `examples/android/app/src/main/assets/model.tflite` and `model.json`
-(input shape and name, read by the app) and prints the export report: the
-op list, Flex ops (must be 0), the max difference to Keras and the GPU check.
+Writes `examples/android/app/src/main/assets/model.tflite` with its metadata
+embedded, `model.json` + `labels.txt` (input shape, preprocessing, class names:
+`keras_effconv.export.metadata`, read by the app) and prints the export report:
+the op list, Flex ops (must be 0), the max difference to Keras and the GPU check.
+A trained model takes its metadata from the `model.json` beside it (written by
+`keras-effconv train`); the untrained EffResNet50 gets ImageNet's
+(`applications.preprocess_input`, the 1000 class names). Real test images for
+the app: `python examples/android/make_assets.py`.
 """
 
 import argparse
-import json
 import os
 
 import keras
 
 from keras_effconv import applications
 from keras_effconv.export import export_litert
+from keras_effconv.export import model_metadata
+from keras_effconv.export import read_metadata
+from keras_effconv.export.metadata import caffe_preprocessing
+from keras_effconv.export.metadata import write_metadata_files
 from keras_effconv.conv_methods import conv_method_names
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "android", "app", "src", "main", "assets")
@@ -32,15 +40,22 @@ def main():
 
     if args.model:
         model = keras.saving.load_model(args.model, compile=False)
-        name = os.path.basename(args.model)
+        beside = os.path.join(os.path.dirname(os.path.abspath(args.model)), "model.json")
+        if os.path.exists(beside):
+            metadata = read_metadata(beside)
+        else:
+            print(f"no metadata: no {beside}; recording the input shape only")
+            metadata = model_metadata(model.inputs[0].shape[1:], model=os.path.basename(args.model))
     else:
         model = applications.EffResNet50(conv=args.conv)
-        name = f"EffResNet50 {args.conv} (untrained)"
+        names = [name for _, name in (applications.imagenet.class_index()[str(i)] for i in range(1000))]
+        metadata = model_metadata((224, 224, 3), names, caffe_preprocessing(), model="eff_resnet50 (untrained)",
+                                  conv=args.conv, dataset="imagenet")
     os.makedirs(args.out_dir, exist_ok=True)
-    report = export_litert(model, os.path.join(args.out_dir, "model.tflite"), quantization=args.quantize, target="gpu")
+    path = os.path.join(args.out_dir, "model.tflite")
+    report = export_litert(model, path, quantization=args.quantize, target="gpu", metadata=metadata)
     print(report)
-    with open(os.path.join(args.out_dir, "model.json"), "w") as f:
-        json.dump({"input_shape": report.input_shapes[0], "name": name}, f)
+    write_metadata_files(args.out_dir, read_metadata(path))
 
 
 if __name__ == "__main__":
