@@ -473,7 +473,9 @@ def _convert_in_worker(model, tmp_path, input_shapes, opset):
 
 
 def _worker(args):
-    import keras_effconv.export  # noqa: F401  (registers the export layers)
+    # What a saved model may name: the layers, the networks and the lowering's own layers.
+    import keras_effconv.applications  # noqa: F401
+    import keras_effconv.export._layers  # noqa: F401
     import keras_effconv.layers  # noqa: F401
 
     model = load_keras_model(args["keras_path"], argument="keras_path")
