@@ -10,7 +10,9 @@
   k x k conv to d' channels + `1 x 1` conv (Zhang et al. 2015), the baseline.
 
 The decompositions return `(new_model, report)`, the report being a `DecompositionReport`
-(`.to_markdown()`, `.to_dict()`).
+(`.to_markdown()`, `.to_dict()`). All three take `verbose=` (0 silent, 1 a progress bar per
+stage, 2 one line per stage, `"auto"`, the default: 1 when standard output is a terminal or a
+notebook, else 0).
 """
 
 from keras_effconv.decompose.channel import channel_decompose

@@ -122,6 +122,17 @@ class Batches:
                     received=f"a batch of shape {tuple(x.shape)} with {bad} NaN/inf values",
                 )
 
+    def count(self):
+        """The number of batches one pass yields, or None when the iterable has no length (progress bars)."""
+        if self._array is not None:
+            total = -(-len(self._array) // self.batch_size)
+        else:
+            try:
+                total = len(self._iterable)
+            except (TypeError, ValueError):  # generators, tf.data of unknown cardinality
+                return self.steps
+        return total if self.steps is None else min(total, self.steps)
+
     def __iter__(self):
         if self._array is not None:
             n = len(self._array)

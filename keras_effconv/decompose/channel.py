@@ -31,6 +31,7 @@ import numpy as np
 
 import keras
 
+from keras_effconv import _progress
 from keras_effconv import _validation
 from keras_effconv.decompose import _common
 from keras_effconv.decompose import _graph
@@ -105,6 +106,7 @@ def _response_moments(model, selected, calls, batches):
     return moments
 
 
+@_progress.closes_bars
 def channel_decompose(
     model,
     ratio=None,
@@ -114,6 +116,7 @@ def channel_decompose(
     *,
     batch_size=32,
     steps=None,
+    verbose="auto",
 ):
     """Channel decomposition baseline (Zhang et al. 2015) of a trained model.
 
@@ -139,6 +142,11 @@ def channel_decompose(
         layers: None (every eligible `Conv2D`) or a list of names / layers.
         batch_size: batch size used to split array `data`.
         steps: None or the number of batches read from `data`.
+        verbose: 0 (silent), 1 (a progress bar per stage: the response
+            statistics and the error measurement per batch, the
+            factorization per layer), 2 (one line per stage) or `"auto"`
+            (1 when standard output is a terminal or a notebook, else 0),
+            as in `model.fit`.
 
     Returns:
         `(new_model, report)`; `report.layers[i].rank` is `d'`.
@@ -146,7 +154,8 @@ def channel_decompose(
     Raises:
         ValueError: for a model without eligible `Conv2D`, none or both of
             `ratio` / `macs`, `ratio` outside (0, 1], a `macs` target below
-            what `d' = 1` costs, or `data` that does not fit the model.
+            what `d' = 1` costs, `data` that does not fit the model, or
+            `verbose` other than 0, 1, 2 or `"auto"`.
 
     Example:
 
@@ -173,6 +182,7 @@ def channel_decompose(
         macs = _validation.check_positive_int(macs, "macs")
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
     steps = _validation.check_positive_int(steps, "steps", allow_none=True)
+    verbose = _progress.check_verbose(verbose)
     selected = _common.select_layers(model, layers)
     batches = _stats.Batches(data, model, batch_size, steps) if data is not None else None
     widths = _widths(model, selected, ratio, macs)
@@ -199,10 +209,21 @@ def channel_decompose(
         plans[id(conv)] = [reduce, expand]
 
     new_model, chains, order, calls = _graph.rebuild(model, lambda layer: plans.get(id(layer)), "`channel_decompose`")
-    moments = _response_moments(model, order, calls, batches) if batches is not None else None
+    moments = None
+    if batches is not None:
+        progress = _progress.Progress(
+            f"channel_decompose: collecting the responses of {len(order)} layers on data", batches.count(),
+            verbose, "batch",
+        )
+        moments = _response_moments(model, order, calls, progress.iterate(batches))
+        progress.finish()
 
     entries = {}
-    for conv in order:
+    how = "SVD" if moments is None else "PCA"
+    progress = _progress.Progress(
+        f"channel_decompose: factorizing {len(order)} layers ({how})", len(order), verbose, "layer"
+    )
+    for conv in progress.iterate(order):
         reduce, expand = chains[id(conv)]
         _common.finish_replacement(conv, chains[id(conv)])
         width = widths[id(conv)]
@@ -227,10 +248,16 @@ def channel_decompose(
         reduce.set_weights([(w @ p).reshape(kh, kw, m, width).astype(reduce.kernel.dtype)])
         _common.set_conv_weights(expand, p.T.reshape(1, 1, width, n), new_bias)
         entries[id(conv)] = (width, _common.relative_error(w, w @ p @ p.T))
+    progress.finish()
 
     errors = None
     if batches is not None:
-        errors = _common.output_errors(model, new_model, order, chains, calls, batches)
+        progress = _progress.Progress(
+            f"channel_decompose: measuring the output errors of {len(order)} layers on data", batches.count(),
+            verbose, "batch",
+        )
+        errors = _common.output_errors(model, new_model, order, chains, calls, progress.iterate(batches))
+        progress.finish()
     method = "channel" if batches is None else "channel-pca"
     report = _common.make_report(method, model, new_model, order, chains, entries, errors)
     return new_model, report

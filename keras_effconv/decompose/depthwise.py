@@ -75,6 +75,7 @@ import numpy as np
 
 import keras
 
+from keras_effconv import _progress
 from keras_effconv import _validation
 from keras_effconv.decompose import _common
 from keras_effconv.decompose import _graph
@@ -160,7 +161,7 @@ def _block_descent(w_blocks, sigma, g, d, p, iterations):
     return _normalise(d, p)
 
 
-def _fit_data(conv, chain, factors, model, new_model, calls, batches, positions_per_image, iterations, rng):
+def _fit_data(conv, chain, factors, model, new_model, calls, batches, positions_per_image, iterations, rng, progress):
     """Refits one layer's factors on data (module docstring); returns (d, p, bias)."""
     dw = chain[0]
     w = _stats.kernel_matrix(_stats.to_numpy(conv.kernel).astype(np.float64))
@@ -168,7 +169,7 @@ def _fit_data(conv, chain, factors, model, new_model, calls, batches, positions_
         _stats.to_numpy(conv.bias).astype(np.float64) if conv.use_bias else np.zeros(w.shape[1])
     )
     moments = _stats.Moments(*w.shape)
-    for x in batches:
+    for x in progress.iterate(batches):
         originals = _graph.capture_inputs(model, x, {id(conv): calls})[id(conv)]
         news = _graph.capture_inputs(new_model, x, {id(dw): calls})[id(dw)]
         for xo, xn in zip(originals, news):
@@ -181,6 +182,7 @@ def _fit_data(conv, chain, factors, model, new_model, calls, batches, positions_
     return d, p, mean_y - w_hat.T @ mean_x
 
 
+@_progress.closes_bars
 def depthwise_decompose(
     model,
     rank=1,
@@ -195,6 +197,7 @@ def depthwise_decompose(
     iterations=10,
     seed=0,
     insert_batchnorm=False,
+    verbose="auto",
 ):
     """Replaces k x k convolutions of a trained model by depthwise + pointwise pairs.
 
@@ -244,6 +247,11 @@ def depthwise_decompose(
         insert_batchnorm: False, True, or a dict of `BatchNormalization`
             arguments (e.g. `{"momentum": 0.9}`) for the layer put between
             the depthwise and the pointwise conv (see above).
+        verbose: 0 (silent), 1 (a progress bar per stage: SVD per layer,
+            the data fit per layer and batch, which is the slow part, the
+            BatchNormalization calibration and the error measurement per
+            batch), 2 (one line per stage) or `"auto"` (1 when standard
+            output is a terminal or a notebook, else 0), as in `model.fit`.
 
     Returns:
         `(new_model, report)`: the decomposed `keras.Model` and a
@@ -254,8 +262,9 @@ def depthwise_decompose(
         ValueError: if `model` is not a built Functional/Sequential model,
             has no eligible `Conv2D` (or `layers` names one that is missing
             or not eligible), `rank < 1`, `energy` is outside (0, 1],
-            `method` is unknown, `method="data"` without `data`, or `data`
-            does not match the model input.
+            `method` is unknown, `method="data"` without `data`, `data`
+            does not match the model input, or `verbose` is not 0, 1, 2 or
+            `"auto"`.
 
     Example:
 
@@ -284,6 +293,7 @@ def depthwise_decompose(
     )
     iterations = _validation.check_positive_int(iterations, "iterations")
     batchnorm_kwargs = _common.check_batchnorm_option(insert_batchnorm)
+    verbose = _progress.check_verbose(verbose)
     if method == "data" and data is None:
         raise _validation.invalid_value(
             "data",
@@ -295,7 +305,10 @@ def depthwise_decompose(
 
     taken = _graph.all_layer_names(model)
     factors = {}
-    for conv in selected:
+    progress = _progress.Progress(
+        f"depthwise_decompose: factorizing {len(selected)} layers (SVD)", len(selected), verbose, "layer"
+    )
+    for conv in progress.iterate(selected):
         kernel = _stats.to_numpy(conv.kernel).astype(np.float64)
         blocks = _blocks(kernel)
         u, s, vt = np.linalg.svd(blocks, full_matrices=False)
@@ -324,6 +337,7 @@ def depthwise_decompose(
             bn_name = _graph.unique_name(f"{conv.name}_bn", taken)
             chain.insert(1, _common.middle_batchnorm(conv, batchnorm_kwargs, bn_name))
         factors[id(conv)] = {"blocks": blocks, "d": d, "p": p, "bias": bias, "chain": chain}
+    progress.finish()
 
     new_model, chains, order, calls = _graph.rebuild(
         model, lambda layer: factors[id(layer)]["chain"] if id(layer) in factors else None, "`depthwise_decompose`"
@@ -344,16 +358,28 @@ def depthwise_decompose(
         _common.calibrate_middle_batchnorms(new_model, order, chains, calls, None)
     if method == "data":
         rng = np.random.default_rng(seed)
+        count = batches.count()
+        progress = _progress.Progress(
+            f"depthwise_decompose: fitting {len(order)} layers on data (method='data'"
+            + (f", {count} batches per layer)" if count else ")"),
+            None if count is None else count * len(order), verbose, "batch",
+        )
         for conv in order:
             f = factors[id(conv)]
             d, p, bias = _fit_data(
                 conv, chains[id(conv)], f, model, new_model, calls[id(conv)],
-                batches, positions_per_image, iterations, rng,
+                batches, positions_per_image, iterations, rng, progress,
             )
             f["d"], f["p"] = d, p
             assign(conv, d, p, bias)
+        progress.finish()
     if batchnorm_kwargs is not None and batches is not None:
-        _common.calibrate_middle_batchnorms(new_model, order, chains, calls, batches)
+        progress = _progress.Progress(
+            f"depthwise_decompose: calibrating {len(order)} BatchNormalization layers on data",
+            batches.count(), verbose, "batch",
+        )
+        _common.calibrate_middle_batchnorms(new_model, order, chains, calls, progress.iterate(batches))
+        progress.finish()
 
     entries = {}
     for conv in order:
@@ -362,6 +388,11 @@ def depthwise_decompose(
         entries[id(conv)] = (f["d"].shape[2], _common.relative_error(f["blocks"], w_hat))
     errors = None
     if batches is not None:
-        errors = _common.output_errors(model, new_model, order, chains, calls, batches)
+        progress = _progress.Progress(
+            f"depthwise_decompose: measuring the output errors of {len(order)} layers on data",
+            batches.count(), verbose, "batch",
+        )
+        errors = _common.output_errors(model, new_model, order, chains, calls, progress.iterate(batches))
+        progress.finish()
     report = _common.make_report(method, model, new_model, order, chains, entries, errors)
     return new_model, report

@@ -52,6 +52,7 @@ import numpy as np
 import keras
 
 from keras_effconv import _model_graph
+from keras_effconv import _progress
 from keras_effconv import _validation
 from keras_effconv.decompose import _common
 from keras_effconv.decompose import _graph
@@ -245,7 +246,8 @@ def expanded_weights(depthwise_kernel, depthwise_bias, scale, shift, pointwise_k
     return kernel, bias
 
 
-def expand_separable(model, layers=None):
+@_progress.closes_bars
+def expand_separable(model, layers=None, *, verbose="auto"):
     """Replaces depthwise/pointwise pairs by single regular convolutions computing the same function.
 
     Every selected `DepthwiseConv2D` that feeds a `1 x 1` `Conv2D` with no
@@ -265,6 +267,9 @@ def expand_separable(model, layers=None):
         layers: None (every `DepthwiseConv2D` that forms a pair; those that
             cannot, e.g. followed by an addition, are left as they are) or a
             list of `DepthwiseConv2D` names, each of which must form a pair.
+        verbose: 0 (silent), 1 (a progress bar over the pairs), 2 (one
+            line when done) or `"auto"` (1 when standard output is a
+            terminal or a notebook, else 0), as in `model.fit`.
 
     Returns:
         `(expanded_model, pairs)`: the new `keras.Model` (not compiled) and a
@@ -275,7 +280,8 @@ def expand_separable(model, layers=None):
             depthwise/pointwise pairs; a selected depthwise conv with an
             activation or a nonlinearity between it and the `1 x 1` conv
             (named in the message); or a `layers` entry that is not a
-            `DepthwiseConv2D` of the model or forms no pair.
+            `DepthwiseConv2D` of the model or forms no pair; `verbose`
+            other than 0, 1, 2 or `"auto"`.
 
     Example:
 
@@ -288,10 +294,14 @@ def expand_separable(model, layers=None):
     (['dw_expanded'], 'pw')
     """
     _graph.check_model(model)
+    verbose = _progress.check_verbose(verbose)
     pairs = _find_pairs(model, layers)
     taken = _graph.all_layer_names(model)
     chains, results = {}, []
-    for pair in pairs:
+    progress = _progress.Progress(
+        f"expand_separable: composing {len(pairs)} depthwise/pointwise pairs", len(pairs), verbose, "pair"
+    )
+    for pair in progress.iterate(pairs):
         dw, bn, pw, following = pair.depthwise, pair.batchnorm, pair.pointwise, pair.following
         scale, shift = _affine(bn, dw.kernel.shape[2] * dw.kernel.shape[3])
         kernel, bias = expanded_weights(
@@ -330,6 +340,7 @@ def expand_separable(model, layers=None):
             new_following = keras.layers.BatchNormalization.from_config(following.get_config())
             chains[id(following)] = [new_following]
         results.append((pair, conv, kernel, bias, new_following))
+    progress.finish()
 
     new_model, _, _, _ = _graph.rebuild(model, lambda layer: chains.get(id(layer)), "`expand_separable`")
     described = []

@@ -8,6 +8,7 @@ import numpy as np
 
 import keras
 
+from keras_effconv import _progress
 from keras_effconv._files import atomic_path
 from keras_effconv._files import check_output_path
 from keras_effconv._files import interruptible
@@ -155,6 +156,7 @@ def _run_converter(args, timeout):
         raise ExportError(str(error)) from None
 
 
+@_progress.closes_bars
 def export_litert(
     model,
     path,
@@ -166,6 +168,7 @@ def export_litert(
     verify=True,
     verification_data=None,
     metadata=None,
+    verbose="auto",
 ):
     """Exports a Keras model to a verified LiteRT (`.tflite`) file.
 
@@ -214,6 +217,11 @@ def export_litert(
             in the file as its `"keras_effconv"` metadata entry with
             `input.shape`, `input.batch_size` and `input.dtype` set to the
             written file's input; read it back with `read_metadata(path)`.
+        verbose: 0 (silent), 1 (a progress bar over the stages, each named
+            when it starts: rewrite, convert in the TensorFlow worker,
+            verify and GPU check), 2 (the stage lines and one summary line)
+            or `"auto"` (1 when standard output is a terminal or a
+            notebook, else 0), as in `model.fit`.
 
     Returns:
         An `ExportReport` (printable).
@@ -240,6 +248,7 @@ def export_litert(
     path = check_output_path(path, ".tflite")
     quantization = _check_quantization(quantization)
     _check_target(target)
+    verbose = _progress.check_verbose(verbose)
     if quantization == "int8" and representative_data is None:
         raise ValueError(
             "Invalid value for argument `representative_data`: quantization='int8' needs "
@@ -249,6 +258,14 @@ def export_litert(
         check_metadata(metadata)
     model = _load(model)
     verification.check_finite_weights(model)
+    stages = ["rewrite into built-in layers (optimize_for_inference)", "convert in a TensorFlow worker process"]
+    if verify:
+        stages.append("verify against Keras" + (" and run the GPU check" if target == "gpu" else ""))
+    progress = _progress.Progress(
+        f"export_litert: {model.name!r} -> {path} (target={target!r}, quantization={quantization or 'none'})",
+        len(stages), verbose, "stage",
+    )
+    progress.log(f"stage 1/{len(stages)}: {stages[0]}")
     optimized = optimize_for_inference(model, target=target, input_shape=input_shape, batch_size=batch_size)
     input_shapes = [tuple(int(d) for d in t.shape) for t in optimized.inputs]
     per_sample = input_shapes[0][1:]
@@ -262,6 +279,8 @@ def export_litert(
         limit = max(verification.GPU_SAMPLES, verification.VERIFY_BATCHES * batch_size)
         checks = _as_batches(verification_data, per_sample, "verification_data", limit)
 
+    progress.advance()
+    progress.log(f"stage 2/{len(stages)}: {stages[1]}")
     with interruptible(), temporary_directory("export") as work, atomic_path(path) as tmp_path:
         keras_path = os.path.join(work, "model.keras")
         optimized.save(keras_path)
@@ -295,8 +314,12 @@ def export_litert(
             file_size=os.path.getsize(tmp_path),
             layer_errors=_sorted_layer_errors(result.get("layer_report")),
         )
+        progress.advance()
         if verify:
+            progress.log(f"stage 3/{len(stages)}: {stages[2]}")
             verification.verify(report, model, tmp_path, input_shapes, checks, quantization)
+            progress.advance()
+    progress.finish()
     report.seconds = time.time() - start
     if report.gpu_check is not None:
         report.gpu_check.path = path

@@ -7,6 +7,7 @@ import statistics
 import keras
 import numpy as np
 
+from keras_effconv import _progress
 from keras_effconv import applications
 from keras_effconv._files import atomic_path
 from keras_effconv.profiling import measure_latency
@@ -32,7 +33,8 @@ def _run_dir(out_dir, entry, seed):
     return os.path.join(out_dir, entry.replace(":", "_"), f"seed{seed}")
 
 
-def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, train_steps=10, verbose=0):
+@_progress.closes_bars
+def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, train_steps=10, verbose="auto"):
     """Trains `base_config` once per conv type and seed; returns one row per conv.
 
     Each run goes to `out_dir/<conv>/seed<k>` and resumes if interrupted;
@@ -52,7 +54,12 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
         latency_batch: batch size of the inference latency measurement.
         train_steps: timed training steps per model (batch
             `base_config.batch_size`, models interleaved).
-        verbose: `model.fit` verbosity.
+        verbose: 0 (silent), 1 (a progress bar over the runs, each run
+            named when it starts, then over the two timing stages; each
+            run's `model.fit` shows its own bar), 2 (the same lines, and
+            `model.fit`'s one line per epoch) or `"auto"` (1 when standard
+            output is a terminal or a notebook, else 0). The value is also
+            `model.fit`'s verbosity.
 
     Returns:
         A list of dicts: `conv`, `accuracies`, `accuracy_mean`,
@@ -63,7 +70,8 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
 
     Raises:
         ValueError: if a run directory holds a run of another configuration
-            (e.g. other epochs), which is never silently reused.
+            (e.g. other epochs), which is never silently reused, or for a
+            `verbose` other than 0, 1, 2 or `"auto"`.
 
     Example:
 
@@ -71,14 +79,26 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
     """
     import json
 
+    verbose = _progress.check_verbose(verbose)
+    convs, seeds = list(convs), list(seeds)
     rows, models = [], {}
+    total = len(convs) * len(seeds)
+    progress = _progress.Progress(
+        f"compare_convs: {total} run{'s' * (total != 1)} under {out_dir}", total, verbose, "run"
+    )
     for conv in convs:
         runs = []
         for seed in seeds:
             run_dir = _run_dir(out_dir, conv, seed)
             metrics_path = os.path.join(run_dir, "metrics.json")
             config = _entry_config(base_config, conv, seed)
-            if run_state(run_dir) == "finished":
+            finished = run_state(run_dir) == "finished"
+            progress.log(
+                f"run {progress.count + 1}/{total}: {conv}, seed {seed} -> {run_dir}"
+                + (" (finished: reused)" if finished else ""),
+                redraw=finished,
+            )
+            if finished:
                 changed = config_differences(config, run_dir)
                 if changed:
                     raise ValueError(
@@ -89,6 +109,7 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
                     runs.append(json.load(f))
             else:
                 runs.append(train(config, run_dir, verbose=verbose))
+            progress.advance()
         accuracies = [r["test_accuracy"] for r in runs]
         rows.append(
             {
@@ -105,6 +126,11 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
             }
         )
         models[conv] = keras.saving.load_model(os.path.join(_run_dir(out_dir, conv, seeds[0]), "model.keras"))
+    progress.finish()
+    progress = _progress.Progress(
+        f"compare_convs: timing inference and training of {len(models)} model{'s' * (len(models) != 1)} "
+        "(interleaved)", 2, verbose, "stage",
+    )
     input_shape = rows[0]["input_shape"]
     latency = measure_latency(models, input_shape, batch_size=latency_batch, repeats=20, warmup=3)
     # The runs' own wall time depends on whatever else the machine did while
@@ -115,7 +141,9 @@ def compare_convs(convs, base_config, out_dir, seeds=(0,), latency_batch=1, trai
     rng = np.random.default_rng(0)
     x = rng.uniform(0.0, 1.0, (base_config.batch_size,) + tuple(input_shape)).astype("float32")
     y = np.eye(num_classes, dtype="float32")[rng.integers(0, num_classes, base_config.batch_size)]
+    progress.advance()
     speed = measure_training_speed(models, x, y, repeats=train_steps, warmup=2)
+    progress.finish()
     for row in rows:
         row["latency_ms"] = latency[row["conv"]]["median_ms"]
         row["train_images_per_second"] = speed[row["conv"]]["images_per_second"]
