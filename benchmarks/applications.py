@@ -29,6 +29,7 @@ import numpy as np
 import keras
 
 import keras_effconv
+from keras_effconv import _progress
 from keras_effconv import applications
 from keras_effconv import profile
 from keras_effconv.profiling import measure_latency
@@ -89,8 +90,12 @@ def ratio_table(title, times, macs, base_label, macs_unit=1e9, time_header="medi
     return lines
 
 
-def table(models, macs, batch, repeats, warmup):
-    print(f"timing batch {batch} ({repeats} rounds, {warmup} warm-up) ...", file=sys.stderr, flush=True)
+def table(models, macs, batch, repeats, warmup, progress):
+    message = f"timing batch {batch} ({repeats} rounds, {warmup} warm-up) ..."
+    if progress.verbose:
+        progress.log(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
     latency = measure_latency(models, (SIZE, SIZE, 3), batch_size=batch, repeats=repeats, warmup=warmup)
     return ratio_table(f"### batch {batch}", latency, macs, BASELINE)
 
@@ -158,6 +163,10 @@ def main(argv=None):
 
     models = build_models(args.family)
     macs = {label: profile(model).total_macs for label, model in models.items()}
+    # Keras' Progbar over the two timed tables (minutes each) when a terminal shows it.
+    progress = _progress.Progress(
+        f"benchmarks/applications.py [{backend}]: timing {len(models)} models at batch 1 and 8", 2, "auto", "table"
+    )
     lines = [
         f"# Whole-network latency on {backend} (224x224, inference)",
         "",
@@ -169,8 +178,10 @@ def main(argv=None):
         f"the saved MACs turn fully into time.",
         "",
     ]
-    lines += table(models, macs, 1, repeats, args.warmup) + [""]
-    lines += table(models, macs, 8, max(3, repeats // 2), args.warmup) + [""]
+    lines += table(models, macs, 1, repeats, args.warmup, progress) + [""]
+    progress.advance()
+    lines += table(models, macs, 8, max(3, repeats // 2), args.warmup, progress) + [""]
+    progress.finish()
     _write(out, "\n".join(lines))
 
 

@@ -99,6 +99,7 @@ import numpy as np
 import keras
 
 import keras_effconv
+from keras_effconv import _progress
 from keras_effconv.conv_methods import conv_methods
 from keras_effconv.layers import FactorizedConv2D
 from keras_effconv.layers import TopologicalProjection
@@ -319,8 +320,15 @@ MODE_LABELS = {
 # ----------------------------------------------------------------------------
 
 
+# The run's progress over the measured cases (Keras' Progbar when a terminal shows it; see main).
+PROGRESS = _progress.Progress("", 0, verbose=0)
+
+
 def log(message):
-    print(message, file=sys.stderr, flush=True)
+    if PROGRESS.verbose:
+        PROGRESS.log(message)  # above the bar, on standard output
+    else:
+        print(message, file=sys.stderr, flush=True)
 
 
 def _forms(layer, input_shape):
@@ -364,7 +372,7 @@ def benchmark_config(shape, specs, make_runners, batch, repeats, warmup):
             row["runners"] = None
 
     for mode in MODES:
-        for kind in KINDS:
+        for kind in PROGRESS.iterate(KINDS):  # one measured case per (mode, kind)
             active = []
             for row in rows:
                 fn = row["runners"][mode][kind] if row["runners"] else None
@@ -644,6 +652,12 @@ def main(argv=None):
 
     configs = QUICK_CONFIGS if args.quick else CONFIGS
     specs = layer_specs()
+    global PROGRESS
+    cases = (len(configs) + len(PROJECTION_TOPOLOGIES)) * len(MODES) * len(KINDS)
+    PROGRESS = _progress.Progress(
+        f"benchmarks/layers.py [{backend}]: {cases} measured cases (input shape x mode x fwd/fwd_bwd)",
+        cases, "auto", "case",
+    )
     all_rows = []
     for shape, batch in configs:
         batch = args.batch or batch
@@ -671,6 +685,7 @@ def main(argv=None):
         "what it executes; the rolled form executes exactly the counted MACs).\n\n"
         + table(projection_rows, baseline="TopologicalProjection")
     )
+    PROGRESS.finish()
     if backend == "tensorflow" and args.data_format == "channels_last":
         lines = [
             "",

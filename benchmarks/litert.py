@@ -28,6 +28,7 @@ import numpy as np
 
 import keras
 
+from keras_effconv import _progress
 from keras_effconv import applications
 from keras_effconv import profile
 from keras_effconv.export import export_litert
@@ -92,18 +93,26 @@ def main(argv=None):
 
     work = tempfile.mkdtemp(prefix="effconv-litert-bench-")
     macs, runs, exports = {}, {}, {}
-    for label in labels(args.quick, args.family):
+    todo = labels(args.quick, args.family)
+    # Keras' Progbar over the exports (about a minute each) when a terminal shows it; else the lines go to stderr.
+    progress = _progress.Progress(f"benchmarks/litert.py: exporting {len(todo)} models", len(todo), "auto", "model")
+    for label in progress.iterate(todo):
         model = build(label)
         macs[label] = profile(model).total_macs
         path = os.path.join(work, label.replace(" ", "_") + ".tflite")
         start = time.time()
-        report = export_litert(model, path, target=args.target)
-        print(f"{label}: exported in {time.time() - start:.0f} s, {sum(report.ops.values())} ops, "
-              f"max diff {report.max_abs_diff:.1e}", file=sys.stderr, flush=True)
+        report = export_litert(model, path, target=args.target, verbose=0)
+        note = (f"{label}: exported in {time.time() - start:.0f} s, {sum(report.ops.values())} ops, "
+                f"max diff {report.max_abs_diff:.1e}")
+        if progress.verbose:
+            progress.log(note)
+        else:
+            print(note, file=sys.stderr, flush=True)
         exports[label] = report
         runs[label] = interpreters(path)
         del model
         keras.backend.clear_session()
+    progress.finish()
 
     median = {}
     for threads in THREADS:
