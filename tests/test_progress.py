@@ -31,8 +31,9 @@ def test_check_verbose_refuses(value):
         _progress.check_verbose(value)
 
 
-def test_auto_is_one_only_when_someone_watches(monkeypatch):
-    assert _progress.check_verbose("auto") == 0  # pytest captures standard output
+def test_auto_is_one_only_when_someone_watches(monkeypatch, capsys):
+    assert not _progress.interactive()  # capsys replaced standard output by a capture
+    assert _progress.check_verbose("auto") == 0
     monkeypatch.setattr(_progress, "interactive", lambda: True)
     assert _progress.check_verbose("auto") == 1
 
