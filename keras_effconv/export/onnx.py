@@ -56,6 +56,7 @@ from keras_effconv.export.inference import optimize_for_inference
 from keras_effconv.export.litert import _as_batches
 from keras_effconv.export.litert import _load
 from keras_effconv.export.verification import ExportError
+from keras_effconv.layers import _core
 
 BACKENDS = ("torch", "tensorflow", "jax")
 # The opset both routes produce natively: torch's exporter builds opset 18
@@ -371,6 +372,12 @@ def _convert_torch(model, tmp_path, input_shapes, opset):
     registration.setLevel(logging.ERROR)
     rng = np.random.default_rng(0)
     samples = tuple(keras.ops.convert_to_tensor(rng.standard_normal(s).astype("float32")) for s in input_shapes)
+    # The layers keep torch tensors across eager calls (`_core.GatherIndex`'s index tensors,
+    # `_core.reuse_while_unchanged`'s kernels) and do not notice tracing: made first during the
+    # export, they would be its fake tensors, which every later eager call then fails on
+    # (".numpy() is not supported for tensor subclasses"). One eager call makes them real first.
+    with torch.no_grad():
+        Forward(model)(*samples)
     try:
         with warnings.catch_warnings(), temporary_directory("export") as work:
             warnings.simplefilter("ignore")
@@ -391,6 +398,7 @@ def _convert_torch(model, tmp_path, input_shapes, opset):
         raise _conversion_failed("torch", error) from error
     finally:
         registration.setLevel(level)
+        _core._REUSED_KERNELS.clear()  # in case the trace replaced a kernel there all the same
     return "torch.onnx (dynamo)"
 
 
@@ -398,8 +406,6 @@ def _convert_torch(model, tmp_path, input_shapes, opset):
 
 
 def _grouped_conv_class():
-    from keras_effconv.layers import _core
-
     class TensorFlowGroupedConv2D(keras.layers.Conv2D):
         """A grouped `Conv2D` run as one `tf.nn.convolution` (Keras nests it in an XLA function)."""
 
