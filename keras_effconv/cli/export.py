@@ -3,6 +3,12 @@
     keras-effconv export model.keras --out model.tflite
     keras-effconv export model.keras --out model_int8.tflite --quantize int8 --calibration fashion_mnist
     keras-effconv export model.keras --out m.tflite --quantize int8 --calibration photos/ --labels labels.txt
+    keras-effconv export model.keras --format onnx --out model.onnx
+
+`--format onnx` runs `keras_effconv.export.export_onnx` instead (verified
+with ONNX Runtime; `--quantize`, `--target`, `--metadata` and `--labels`
+are LiteRT's and refused before the model is loaded; `--calibration` gives
+real verification images).
 
 The model's metadata (input normalisation, layout, class names, provenance:
 `keras_effconv.export.metadata`) is read from `model.json` beside the
@@ -168,7 +174,54 @@ def _model_metadata(args, model, shape):
     return metadata, note
 
 
+def _export_onnx_command(args):
+    from keras_effconv._files import check_output_path
+    from keras_effconv._files import load_keras_model
+    from keras_effconv.export.onnx import export_onnx
+
+    # Before loading anything: LiteRT-only options and a bad --out must not cost a conversion.
+    litert_only = [
+        option
+        for option, given in (
+            ("--quantize", args.quantize != "none"),
+            ("--target", args.target is not None),
+            ("--metadata", args.metadata is not None),
+            ("--labels", args.labels is not None),
+        )
+        if given
+    ]
+    if litert_only:
+        what = "is a LiteRT option" if len(litert_only) == 1 else "are LiteRT options"
+        raise ValueError(f"{', '.join(litert_only)} {what} (--format litert), not for --format onnx")
+    check_output_path(args.out, ".onnx", argument="--out")
+    if args.calibration is not None:
+        _check_calibration(args.calibration, args.calibration_path)
+    model = load_keras_model(args.model, argument="model")
+    checks = None
+    if args.calibration is not None:
+        shape = args.input_shape or tuple(model.inputs[0].shape[1:])
+        if any(d is None for d in shape):
+            raise ValueError(f"the model input {tuple(model.inputs[0].shape)} has unknown sizes; pass --input-shape H,W,C")
+        metadata, _ = _model_metadata(args, model, shape)
+        checks = calibration_images(args.calibration, dict(metadata, input=dict(metadata["input"], shape=list(shape))),
+                                    count=4 * args.batch_size, split="test", path=args.calibration_path)
+    report = export_onnx(
+        model,
+        args.out,
+        input_shape=args.input_shape,
+        batch_size=args.batch_size,
+        verify=not args.no_verify,
+        verification_data=checks,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.summary())
+
+
 def _export_command(args):
+    if args.format == "onnx":
+        return _export_onnx_command(args)
     from keras_effconv._files import check_output_path
     from keras_effconv._files import load_keras_model
     from keras_effconv.export.verification import GPU_SAMPLES
@@ -203,7 +256,7 @@ def _export_command(args):
         batch_size=args.batch_size,
         quantization=quantization,
         representative_data=data,
-        target=args.target,
+        target=args.target or "gpu",
         verify=not args.no_verify,
         verification_data=checks,
         metadata=metadata,
@@ -231,12 +284,14 @@ def register(subparsers):
 
     parser = subparsers.add_parser(
         "export",
-        help="export a .keras model to a verified, GPU-ready LiteRT .tflite file",
+        help="export a .keras model to a verified, GPU-ready LiteRT .tflite file (or ONNX: --format onnx)",
         description="Optimizes the model for inference, converts it to LiteRT with builtin ops only and a "
         "static input shape, and verifies it (no Flex ops, outputs vs Keras, GPU check).",
     )
     parser.add_argument("model", metavar="MODEL.keras", help="the trained model (.keras file)")
-    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the .tflite file")
+    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the .tflite (.onnx) file")
+    parser.add_argument("--format", choices=("litert", "onnx"), default="litert",
+                        help="litert (default: .tflite for mobile GPUs) or onnx (.onnx, verified with ONNX Runtime)")
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none", help="quantization (default none)")
     parser.add_argument(
         "--calibration", default=None, metavar="DATASET|DIR",
@@ -251,7 +306,8 @@ def register(subparsers):
                         "in the .tflite and written as model.json + labels.txt beside --out")
     parser.add_argument("--labels", default=None, metavar="PATH",
                         help="class names, one per line (labels.txt), overriding the metadata's")
-    parser.add_argument("--target", choices=TARGETS, default="gpu", help="mobile GPU (default) or CPU/XNNPACK")
+    parser.add_argument("--target", choices=TARGETS, default=None,
+                        help="LiteRT: mobile GPU (default) or CPU/XNNPACK")
     parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="H,W,C",
                         help="per-sample input shape, when the model's is not fixed")
     parser.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="static batch size (default 1)")
