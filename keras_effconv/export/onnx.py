@@ -136,15 +136,20 @@ def _check_backend():
     return backend
 
 
-def _check_opset(opset):
+def _check_opset(opset, backend):
     opset = _validation.check_int(opset, "opset", minimum=MIN_OPSET, allow_none=True)
     if opset is None:
         return DEFAULT_OPSET
     if opset > DEFAULT_OPSET:
         raise _validation.invalid_value(
-            "opset",
-            f"expected an ONNX opset from {MIN_OPSET} to {DEFAULT_OPSET} (tf2onnx converts up to "
-            f"{DEFAULT_OPSET}; torch's exporter builds {DEFAULT_OPSET} and converts down)",
+            "opset", f"expected an ONNX opset from {MIN_OPSET} to {DEFAULT_OPSET} (tf2onnx converts up to {DEFAULT_OPSET})",
+            opset,
+        )
+    if backend == "torch" and opset != DEFAULT_OPSET:
+        # Measured (torch 2.13): asked for 13 or 17, it writes 18 all the same.
+        raise _validation.invalid_value(
+            "opset", f"expected {DEFAULT_OPSET} on the torch backend (its exporter writes opset {DEFAULT_OPSET} only; "
+            f"opsets {MIN_OPSET}-{DEFAULT_OPSET} are available from TensorFlow and JAX)",
             opset,
         )
     return opset
@@ -203,8 +208,9 @@ def export_onnx(
         input_shape: per-sample input shape `(H, W, C)`, needed when the
             model's spatial sizes are unknown.
         batch_size: int, the static batch size (default 1).
-        opset: the ONNX opset, 13 to 18 (default None: 18, what both
-            converters produce natively).
+        opset: the ONNX opset (default None: 18, what both converters
+            produce natively): 18 on torch (its exporter writes no other),
+            13 to 18 on TensorFlow and JAX.
         optimize: lower the model with `optimize_for_inference(target="cpu")`
             first (default True: BN folded, efficient layers as grouped /
             depthwise / 1x1 convolutions). False converts the model as it
@@ -245,7 +251,7 @@ def export_onnx(
     start = time.time()
     path = check_output_path(path, ".onnx")
     backend = _check_backend()
-    opset = _check_opset(opset)
+    opset = _check_opset(opset, backend)
     optimize = _check_bool(optimize, "optimize")
     verify = _check_bool(verify, "verify")
     batch_size = _validation.check_int(batch_size, "batch_size", hint="ONNX export uses a static batch")
@@ -273,6 +279,8 @@ def export_onnx(
         else:
             converter = _convert_in_worker(exported, tmp_path, input_shapes, opset)
         info = inspect_onnx(tmp_path)
+        if info["opset"] != opset:
+            raise ExportError(f"asked for ONNX opset {opset}, the {converter} converter wrote opset {info['opset']}")
         report = OnnxExportReport(
             path=path,
             backend=backend,

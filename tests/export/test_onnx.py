@@ -134,6 +134,7 @@ def no_conversion(monkeypatch):
         ({"opset": 12}, ValueError, "`opset`"),
         ({"opset": 19}, ValueError, "`opset`"),
         ({"opset": "18"}, ValueError, "`opset`"),
+        ({"opset": 17} if BACKEND == "torch" else {"opset": 19}, ValueError, "`opset`"),
         ({"batch_size": 0}, ValueError, "`batch_size`"),
         ({"batch_size": None}, ValueError, "`batch_size`"),
         ({"optimize": "yes"}, TypeError, "`optimize`"),
@@ -179,6 +180,13 @@ def test_failed_verification_leaves_the_existing_file_untouched(tmp_path, monkey
         export_onnx(_tiny(), existing)
     assert existing.read_bytes() == b"previous"
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]  # no temporary file left
+
+
+@slow_on_jax
+@pytest.mark.skipif(BACKEND == "torch", reason="torch's exporter writes opset 18 only (refused above)")
+def test_older_opset(tmp_path):
+    report = export_onnx(_tiny(), tmp_path / "m.onnx", opset=13)
+    assert report.opset == 13 and report.max_abs_diff <= TOLERANCE
 
 
 @slow_on_jax
