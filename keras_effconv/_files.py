@@ -8,6 +8,7 @@ its process, and one whose process is gone is stale.
 """
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import uuid
 import zipfile
+import zlib
 
 try:
     import fcntl
@@ -27,12 +29,21 @@ _TEMP_DIRECTORY = re.compile(r"^effconv-[a-z0-9]+-(\d+)-")
 _LOCK_NAME = ".lock"
 
 
+def _reason(error, first_line=True):
+    text = str(error).strip() or type(error).__name__
+    # Keras appends the whole object config ("Full object config: {...}") to some messages.
+    text = text.split(" Full object config:")[0]
+    return text.splitlines()[0] if first_line else text
+
+
 def load_keras_model(path, argument="model", safe_mode=True):
     """Loads a `.keras` file (uncompiled), with one-line errors naming the file.
 
-    Keras' own `load_model` says "File not found" for a file that exists but
-    is not a `.keras` archive, and raises a bare `KeyError` for a zip without
-    a model in it.
+    A missing file and a corrupt one are told apart: Keras' own `load_model`
+    says "File not found" for a file that exists but is not a `.keras`
+    archive, raises a bare `KeyError` for a zip without a model in it, and
+    `BadZipFile`, `JSONDecodeError` or h5py's `OSError` (none naming the
+    file) for damaged contents.
 
     Args:
         path: path of the `.keras` file.
@@ -45,11 +56,15 @@ def load_keras_model(path, argument="model", safe_mode=True):
         The `keras.Model`.
 
     Raises:
-        ValueError: if `path` does not end in `.keras`, or the file is not a
-            valid `.keras` file (not a zip archive, or no model in it), or
-            Keras refuses it (e.g. unsafe content with `safe_mode=True`).
+        ValueError: if `path` does not end in `.keras`; if the file is not a
+            valid `.keras` file (not a zip archive, no model in it, or corrupt:
+            a damaged archive, config or weights), naming the file; or if
+            Keras refuses it (e.g. unsafe content with `safe_mode=True`),
+            with Keras' reason after the file name.
+        TypeError: Keras cannot re-create an object in it (e.g. a custom
+            class that is not registered), naming the file.
         FileNotFoundError: if `path` does not exist.
-        OSError: if the file cannot be read.
+        OSError: if the file cannot be read (permissions, I/O error).
     """
     path = os.fspath(path)
     if not path.endswith(".keras"):
@@ -58,17 +73,40 @@ def load_keras_model(path, argument="model", safe_mode=True):
         )
     if not os.path.exists(path):
         raise FileNotFoundError(f"{argument} file not found: {path}")
-    # Checked here: Keras reports both cases as "File not found" or KeyError.
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is not a valid .keras file (a directory)")
+    # Checked here: Keras reports these cases as "File not found", KeyError or JSONDecodeError.
     try:
         with zipfile.ZipFile(path) as archive:
-            has_config = "config.json" in archive.namelist()
-    except (zipfile.BadZipFile, IsADirectoryError):
+            if "config.json" not in archive.namelist():
+                raise ValueError(f"{path} is not a valid .keras file (no config.json in the archive)")
+            json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, EOFError):
+        with open(path, "rb") as f:
+            damaged = f.read(4) == b"PK\x03\x04"  # starts as a zip archive: damaged, e.g. a cut-off copy
+        if damaged:
+            raise ValueError(f"{path} is a corrupt .keras file (a damaged or truncated zip archive)") from None
         raise ValueError(f"{path} is not a valid .keras file (not a zip archive)") from None
-    if not has_config:
-        raise ValueError(f"{path} is not a valid .keras file (no config.json in the archive)")
+    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = _reason(error)
+        raise ValueError(f"{path} is a corrupt .keras file (config.json unreadable: {reason})") from None
+    except OSError as error:
+        raise OSError(error.errno, f"cannot read {argument} file {path}: {error.strerror or error}") from None
     import keras
 
-    return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, json.JSONDecodeError) as error:
+        reason = f"{type(error).__name__}: {_reason(error)}"
+        raise ValueError(f"{path} is a corrupt .keras file ({reason})") from None
+    except OSError as error:
+        if error.errno is None:  # h5py: the weights inside the archive are damaged
+            raise ValueError(f"{path} is a corrupt .keras file (weights unreadable: {_reason(error)})") from None
+        raise OSError(error.errno, f"cannot read {argument} file {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise ValueError(f"cannot load {path}: {_reason(error, first_line=False)}") from error
+    except TypeError as error:
+        raise TypeError(f"cannot load {path}: {_reason(error, first_line=False)}") from error
 
 
 def existing_directory(path, argument="path"):

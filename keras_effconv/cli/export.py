@@ -280,7 +280,9 @@ def register(subparsers):
     Returns:
         The `export` sub-parser.
     """
-    from keras_effconv.export.inference import TARGETS
+    from keras_effconv.cli._args import module_constant
+
+    TARGETS = module_constant("keras_effconv.export.inference", "TARGETS")  # without importing Keras (--help)
 
     parser = subparsers.add_parser(
         "export",

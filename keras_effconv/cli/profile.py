@@ -6,35 +6,17 @@
 
 import json
 
-from keras_effconv.cli._args import CommandError
 from keras_effconv.cli._args import conv_choices
 from keras_effconv.cli._args import json_dict
+from keras_effconv.cli._args import model_names
+from keras_effconv.cli._args import network
 from keras_effconv.cli._args import parse_shape
-
-
-def _network(name, conv, conv_config=None, input_shape=None, include_top=True, classes=None):
-    """A network by CLI name (`eff_resnet50`, ...) or loaded from a `.keras` file."""
-    from keras_effconv import applications
-    from keras_effconv._files import load_keras_model
-
-    if name.endswith(".keras"):
-        return load_keras_model(name, argument="model")
-    if name not in applications.MODELS:
-        raise CommandError(
-            f"unknown model {name!r}; choose one of {sorted(applications.MODELS)} or pass a .keras file"
-        )
-    kwargs = {"include_top": include_top}
-    if input_shape is not None:
-        kwargs["input_shape"] = input_shape
-    if classes is not None:
-        kwargs["classes"] = classes
-    return applications.create(name, conv, conv_config, **kwargs)
 
 
 def _profile_command(args):
     from keras_effconv import profile
 
-    model = _network(
+    model = network(
         args.model,
         args.conv,
         args.conv_config,
@@ -65,8 +47,7 @@ def register(subparsers):
         The `profile` sub-parser.
     """
     parser = subparsers.add_parser("profile", help="MACs and parameters of a network, per layer and in total")
-    parser.add_argument("model", help="eff_resnet20, eff_resnet56, eff_resnet50, eff_resnet101, eff_resnet152, "
-                        "eff_vgg16, or a .keras file")
+    parser.add_argument("model", metavar="MODEL", help=f"a network ({', '.join(model_names())}) or a .keras file")
     parser.add_argument("--conv", default=None, choices=conv_choices(),
                         help="efficient convolution (default: the network's, hetconv for eff_*, "
                         "factorized for the SIC networks factorized_*)")

@@ -4,7 +4,10 @@
         --expanded-epochs 9 --finetune-epochs 1 --method data --out runs/sep
 """
 
+from keras_effconv.cli._args import dataset_names
 from keras_effconv.cli._args import json_dict
+from keras_effconv.cli._args import model_names
+from keras_effconv.cli._args import module_constant
 from keras_effconv.cli._args import positive_float
 from keras_effconv.cli._args import positive_int
 
@@ -55,9 +58,10 @@ def register(subparsers):
     Returns:
         The `expand-decompose` sub-parser.
     """
-    from keras_effconv.applications import MODELS
-    from keras_effconv.datasets import DATASETS
-    from keras_effconv.training.separable import METHODS
+    # Read without importing Keras (`--help` must stay fast): see `_args`.
+    MODELS = model_names()
+    DATASETS = dataset_names()
+    METHODS = module_constant("keras_effconv.training.separable", "METHODS")
 
     parser = subparsers.add_parser(
         "expand-decompose",
