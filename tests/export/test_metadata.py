@@ -236,12 +236,12 @@ def test_failed_embedding_writes_nothing(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    """EffResNet-20 HetConv trained by the recipe for 8 steps on 512 real Fashion-MNIST images."""
+    """EffResNet-20 HetConv trained by the recipe for 4 steps on 256 real Fashion-MNIST images."""
     from keras_effconv.training import TrainConfig
     from keras_effconv.training import train
 
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(model="eff_resnet20", conv="hetconv", subset=512, batch_size=64, epochs=1,
+    config = TrainConfig(model="eff_resnet20", conv="hetconv", subset=256, batch_size=64, epochs=1,
                          max_test_images=64, augment=False, learning_rate=3e-3)
     train(config, str(out), verbose=0)
     return out
