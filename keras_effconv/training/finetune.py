@@ -25,6 +25,8 @@ replaced by a new one when the dataset has another number of classes (VGG
 keeps its `fc1`/`fc2`).
 """
 
+import os
+
 import numpy as np
 
 import keras
@@ -149,8 +151,6 @@ def keras_application(name, weights, input_shape, num_classes):
             network neither with nor without its top, or C not 1 or 3.
         FileNotFoundError: if `weights` does not exist.
     """
-    import os
-
     if name not in KERAS_APPLICATIONS:
         raise ValueError(f"Invalid value for argument `name`: expected one of {sorted(KERAS_APPLICATIONS)}. Received: {name!r}")
     if weights is not None and not os.path.isfile(weights):

@@ -145,7 +145,11 @@ def recompute_batchnorm_statistics(model, images, steps=None, verbose=0):
     """
     if not _trainable_batchnorms(model):
         return 0
-    probe, layers = _probe(model)
+    return _update_statistics(*_probe(model), images, steps, verbose)
+
+
+def _update_statistics(probe, layers, images, steps, verbose):
+    """Runs `probe` over `images` and assigns the population statistics to `layers`; returns their count."""
     moments = probe.predict(images, steps=steps, verbose=verbose)
     if not isinstance(moments, (list, tuple)):
         moments = [moments]
@@ -175,6 +179,7 @@ class PreciseBatchNormalization(keras.callbacks.Callback):
     Runs `recompute_batchnorm_statistics` on `images` when validation
     starts, so each epoch's validation metrics (and the checkpoint written
     at the end of the epoch) use statistics of the epoch's final weights.
+    The probe graph is built (and compiled) once per model, not per epoch.
 
     Args:
         images: batched un-augmented training images (see
@@ -191,6 +196,11 @@ class PreciseBatchNormalization(keras.callbacks.Callback):
         super().__init__()
         self.images = images
         self.steps = steps
+        self._probe = None  # (model, probe, layers)
 
     def on_test_begin(self, logs=None):
-        recompute_batchnorm_statistics(self.model, self.images, steps=self.steps)
+        if self._probe is None or self._probe[0] is not self.model:
+            self._probe = (self.model, *_probe(self.model)) if _trainable_batchnorms(self.model) else (self.model, None, [])
+        _, probe, layers = self._probe
+        if layers:
+            _update_statistics(probe, layers, self.images, self.steps, verbose=0)

@@ -744,9 +744,10 @@ def train(config, out_dir, callbacks=(), overwrite=False, verbose="auto", build=
                     shuffle=False,  # the tf.data pipeline shuffles
                     verbose=verbose,
                 )
-            # The callbacks recompute the statistics when validation starts, here too (the run
-            # may have had no epoch left to train).
-            test_loss, test_accuracy = model.evaluate(test_ds, verbose=0, callbacks=precise_bn)
+            # Validation in fit() already set the statistics of these weights; a run with no
+            # epoch left to train sets them here.
+            final_callbacks = precise_bn if start_epoch >= config.epochs else []
+            test_loss, test_accuracy = model.evaluate(test_ds, verbose=0, callbacks=final_callbacks)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 

@@ -157,12 +157,19 @@ def test_replace_classifier_and_freeze():
         replace_classifier(keras.Model(inputs, x), 3)
 
 
-@channels_last_only
-def test_converted_keras_resnet50_starts_from_the_local_weights(tmp_path):
+@pytest.fixture(scope="module")
+def resnet50_weights(tmp_path_factory):
+    """`(source model, path of its saved weights)`: a random keras ResNet50 at 32 px, saved once per module."""
     keras.utils.set_random_seed(0)
     source = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3))
-    path = str(tmp_path / "resnet50.weights.h5")
+    path = str(tmp_path_factory.mktemp("weights") / "resnet50.weights.h5")
     source.save_weights(path)
+    return source, path
+
+
+@channels_last_only
+def test_converted_keras_resnet50_starts_from_the_local_weights(resnet50_weights):
+    source, path = resnet50_weights
     config = TrainConfig(model="keras:ResNet50", weights=path, conv="hetconv", dataset="fashion_mnist",
                          freeze="untouched")
     model = build_model(config, (32, 32, 1), 10)
@@ -184,11 +191,8 @@ def test_converted_keras_resnet50_starts_from_the_local_weights(tmp_path):
 
 
 @channels_last_only
-def test_keras_application_preprocessing_equals_preprocess_input(tmp_path):
-    keras.utils.set_random_seed(1)
-    source = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3))
-    path = str(tmp_path / "resnet50.weights.h5")
-    source.save_weights(path)
+def test_keras_application_preprocessing_equals_preprocess_input(resnet50_weights):
+    source, path = resnet50_weights
     model = keras_application("ResNet50", path, (32, 32, 3), 1000)
     images = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
     expected = source.predict(keras.applications.resnet50.preprocess_input(images * 255.0), verbose=0)
