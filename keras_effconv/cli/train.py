@@ -29,19 +29,21 @@ def parse_size(text):
 
 def _train_command(args):
     from keras_effconv.applications import default_conv
+    from keras_effconv.training import TrainConfig
+    from keras_effconv.training import train
+    from keras_effconv.training.finetune import keras_application_name
 
-    if args.init is None and not args.model.startswith("keras:"):
+    fine_tuning = args.init is not None or keras_application_name(args.model) is not None
+    if not fine_tuning:
         from keras_effconv.applications import MODELS
 
         if args.model not in MODELS:
             raise CommandError(f"unknown --model {args.model!r}; choose one of {sorted(MODELS)} or keras:NAME")
-    from keras_effconv.training import TrainConfig
-    from keras_effconv.training import train
 
     config = TrainConfig(
         model=args.model,
         # A model to fine-tune (--init, keras:NAME) is kept as it is unless --conv says otherwise.
-        conv=args.conv or ("standard" if args.init or args.model.startswith("keras:") else default_conv(args.model)),
+        conv=args.conv or ("standard" if fine_tuning else default_conv(args.model)),
         conv_config=args.conv_config,
         dataset=args.dataset,
         data_path=args.data_path,
