@@ -380,12 +380,6 @@ def _convert_torch(model, tmp_path, input_shapes, opset):
     registration.setLevel(logging.ERROR)
     rng = np.random.default_rng(0)
     samples = tuple(keras.ops.convert_to_tensor(rng.standard_normal(s).astype("float32")) for s in input_shapes)
-    # The layers keep torch tensors across eager calls (`_core.GatherIndex`'s index tensors,
-    # `_core.reuse_while_unchanged`'s kernels) and do not notice tracing: made first during the
-    # export, they would be its fake tensors, which every later eager call then fails on
-    # (".numpy() is not supported for tensor subclasses"). One eager call makes them real first.
-    with torch.no_grad():
-        Forward(model)(*samples)
     try:
         with warnings.catch_warnings(), temporary_directory("export") as work:
             warnings.simplefilter("ignore")
@@ -406,7 +400,6 @@ def _convert_torch(model, tmp_path, input_shapes, opset):
         raise _conversion_failed("torch", error) from error
     finally:
         registration.setLevel(level)
-        _core._REUSED_KERNELS.clear()  # in case the trace replaced a kernel there all the same
     return "torch.onnx (dynamo)"
 
 

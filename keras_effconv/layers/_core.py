@@ -202,7 +202,7 @@ class GatherIndex:
         # Only an eager backend may keep a tensor across calls (a TF/JAX trace would leak it);
         # torch's symbolic build runs on the "meta" device, whose tensors hold no values.
         device = getattr(pool, "device", None)
-        if keras.backend.backend() != "torch" or device is None or device.type == "meta":
+        if keras.backend.backend() != "torch" or device is None or device.type == "meta" or _torch_tracing(pool):
             return safe
         key = (total, str(device))
         if key not in self._tensors:
@@ -270,12 +270,26 @@ def _unchanged_weights_key(parts, tensors):
     key = []
     for part, tensor in zip(parts, tensors):
         stored = getattr(part, "value", None)
-        if not isinstance(stored, torch.Tensor) or tensor.device.type == "meta":
+        if not isinstance(stored, torch.Tensor) or tensor.device.type == "meta" or _torch_tracing(tensor):
             return None
         if tensor.data_ptr() != stored.data_ptr():
             return None
         key.append((id(stored), stored.data_ptr(), stored._version, tensor.dtype))
     return tuple(key)
+
+
+def _torch_tracing(tensor):
+    """True while torch traces (torch.export, torch.onnx, torch.compile) rather than runs eagerly.
+
+    A trace hands the layers fake or functional tensor subclasses; keeping one
+    across calls would make every later eager call fail on it.
+    """
+    import torch
+
+    if type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+        return True
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
 
 
 # ----------------------------------------------------------------------------

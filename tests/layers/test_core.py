@@ -113,3 +113,29 @@ def test_torch_inference_reuses_the_expanded_kernel_until_a_weight_changes(rng):
         after = reference.to_numpy(igc(x))
     # Outside no_grad nothing is reused, so this reference kernel is freshly composed.
     assert_close(after, reference.conv2d(x, reference.to_numpy(igc.dense_kernel())))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="only torch keeps tensors between eager calls")
+def test_torch_trace_first_leaves_no_fake_tensor_in_the_caches(rng):
+    import torch
+
+    # A model traced before its first eager call: the caches must not keep the trace's fake
+    # tensors, or every later eager call fails on them.
+    inputs = keras.Input((6, 6, 8), batch_size=1)
+    outputs = HetConv2D(8, 3, part=4, execution="dense", use_bias=False)(inputs)
+    model = keras.Model(inputs, outputs)
+
+    class Forward(torch.nn.Module):
+        def __init__(self, wrapped):
+            super().__init__()
+            self.wrapped = wrapped
+
+        def forward(self, x):
+            return self.wrapped(x, training=False)
+
+    x = rng.standard_normal((1, 6, 6, 8)).astype("float32")
+    with torch.no_grad():
+        torch.export.export(Forward(model).eval(), (torch.from_numpy(x),), strict=False)
+        eager = reference.to_numpy(model(x))
+    kernel = reference.to_numpy(model.layers[-1].dense_kernel())
+    assert_close(eager, reference.conv2d(x, kernel))
