@@ -76,7 +76,8 @@ def _train_command(args):
     )
     if "export" in metrics:
         print(f"LiteRT export: {os.path.join(args.out, 'model.tflite')}")
-    print(f"results in {args.out}/ (metrics.json, model.keras, curves.png, history.csv, checkpoints/, tensorboard/)")
+    print(f"results in {args.out}/ (metrics.json, model.keras, model.json, labels.txt, curves.png, history.csv, "
+          "checkpoints/, tensorboard/)")
 
 
 def register(subparsers):
