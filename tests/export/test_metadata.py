@@ -236,13 +236,13 @@ def test_failed_embedding_writes_nothing(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    """EffResNet-20 HetConv trained by the recipe for 4 steps on 256 real Fashion-MNIST images."""
+    """EffResNet-20 HetConv trained by the recipe for 4 steps on 256 real Fashion-MNIST images, exported."""
     from keras_effconv.training import TrainConfig
     from keras_effconv.training import train
 
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(model="eff_resnet20", conv="hetconv", subset=256, batch_size=64, epochs=1,
-                         max_test_images=64, augment=False, learning_rate=3e-3)
+                         max_test_images=64, augment=False, learning_rate=3e-3, export=True)
     train(config, str(out), verbose=0)
     return out
 
@@ -278,6 +278,11 @@ def test_export_is_self_describing_and_agrees_with_keras_on_real_images(trained_
     assert trained["preprocessing"] == unit_scale_preprocessing(1)
     assert trained["provenance"]["model"] == "eff_resnet20" and trained["provenance"]["conv"] == "hetconv"
     assert (trained_run / "labels.txt").read_text().splitlines() == FASHION_MNIST_CLASSES
+    # ... and embedded it in the .tflite of `train --export`.
+    embedded = read_metadata(trained_run / "model.tflite")
+    assert embedded["class_names"] == FASHION_MNIST_CLASSES
+    assert embedded["preprocessing"] == unit_scale_preprocessing(1)
+    assert embedded["input"]["batch_size"] == 1 and embedded["provenance"] == trained["provenance"]
 
     out = trained_run / "export"
     out.mkdir()
