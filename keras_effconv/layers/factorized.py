@@ -405,11 +405,14 @@ class TopologicalProjection(EfficientConv2D):
 
     def _convolve(self, inputs, form):
         x = inputs
+        if form == "masked_dense":
+            # A strided 1x1 convolution reads x[:, ::sh, ::sw] itself; slicing first
+            # costs a copy (TF: 7.5 ms of FactorizedResNet50's 130 ms at batch 8).
+            return _core.conv(x, self.dense_kernel(), strides=self.strides, padding="valid",
+                              data_format=self.data_format)
         if self.strides != (1, 1):
             sh, sw = self.strides
             x = x[:, ::sh, ::sw, :] if self.data_format == "channels_last" else x[:, :, ::sh, ::sw]
-        if form == "masked_dense":
-            return _core.conv(x, self.dense_kernel(), data_format=self.data_format)
         kernels = _core.gather_from_parts([self.kernel], self._group_map)
         y = None
         for o, shift in enumerate(self._offsets):
