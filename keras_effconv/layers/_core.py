@@ -373,6 +373,58 @@ def grouped_conv(
     return concat_channels(outputs, data_format)
 
 
+def _tap_patch(x, tap, span, strides):
+    """The input window tap `tap` multiplies: `x[:, r0 : r0 + span_h : sh, c0 : c0 + span_w : sw, :]`."""
+    r0, c0 = tap
+    return x[:, r0 : r0 + span[0] : strides[0], c0 : c0 + span[1] : strides[1], :]
+
+
+def _shift_sum(x, weights, taps, span, strides):
+    """`sum_t patch_t(x) * weights[t]`: the shift-form depthwise convolution of a padded NHWC `x`."""
+    acc = None
+    for t, tap in enumerate(taps):
+        term = _tap_patch(x, tap, span, strides) * weights[t]
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def _jax_shift_sum(taps, span, strides):
+    """`_shift_sum` with a weight gradient XLA:CPU runs fast.
+
+    Autodiff turns the per-tap weight gradients `sum(patch_t * g)` into
+    sibling reductions that XLA:CPU compiles badly: at 28x28x16, batch 128,
+    the nine of a 3x3 kernel take 20 ms together against 0.6 ms each alone,
+    which made FactorizedConv2D's training step 6x slower than Conv2D's. A
+    `lax.scan` over the taps runs them one at a time (2.2 ms). The input
+    gradient stays autodiff's (pads of the output gradient, fused).
+    """
+    import jax
+
+    @jax.custom_vjp
+    def shift_sum(x, weights):
+        return _shift_sum(x, weights, taps, span, strides)
+
+    def forward(x, weights):
+        return shift_sum(x, weights), (x, weights)
+
+    def backward(residuals, grad):
+        x, weights = residuals
+        _, input_vjp = jax.vjp(lambda x: _shift_sum(x, weights, taps, span, strides), x)
+        (grad_x,) = input_vjp(grad)
+        size = (x.shape[0], span[0], span[1], x.shape[3])
+
+        def tap_gradient(_, tap):
+            window = jax.lax.dynamic_slice(x, (0, tap[0], tap[1], 0), size)
+            patch = window[:, :: strides[0], :: strides[1], :]
+            return None, jax.numpy.sum(patch * grad, axis=(0, 1, 2))
+
+        _, grad_weights = jax.lax.scan(tap_gradient, None, jax.numpy.asarray(taps, dtype="int32"))
+        return grad_x, grad_weights.astype(weights.dtype)
+
+    shift_sum.defvjp(forward, backward)
+    return shift_sum
+
+
 def _same_pad_amounts(length, kernel, stride, dilation):
     effective = (kernel - 1) * dilation + 1
     out = -(-length // stride)
@@ -424,19 +476,13 @@ def _shift_depthwise(x, kernel, strides, padding, dilation_rate, data_format):
         ph = _same_pad_amounts(height, kh, strides[0], dilation_rate[0])
         pw = _same_pad_amounts(width, kw, strides[1], dilation_rate[1])
         x = ops.pad(x, [(0, 0), ph, pw, (0, 0)])
-    acc = None
-    for i in range(kh):
-        for j in range(kw):
-            r0 = i * dilation_rate[0]
-            c0 = j * dilation_rate[1]
-            patch = x[
-                :,
-                r0 : r0 + (out_h - 1) * strides[0] + 1 : strides[0],
-                c0 : c0 + (out_w - 1) * strides[1] + 1 : strides[1],
-                :,
-            ]
-            term = patch * weights[i, j]
-            acc = term if acc is None else acc + term
+    taps = tuple((i * dilation_rate[0], j * dilation_rate[1]) for i in range(kh) for j in range(kw))
+    span = ((out_h - 1) * strides[0] + 1, (out_w - 1) * strides[1] + 1)
+    weights = ops.reshape(weights, (kh * kw, channels * multiplier))
+    if keras.backend.backend() == "jax":
+        acc = _jax_shift_sum(taps, span, tuple(strides))(x, weights)
+    else:
+        acc = _shift_sum(x, weights, taps, span, strides)
     if data_format == "channels_first":
         acc = ops.transpose(acc, (0, 3, 1, 2))
     return acc

@@ -139,3 +139,46 @@ def test_torch_trace_first_leaves_no_fake_tensor_in_the_caches(rng):
         eager = reference.to_numpy(model(x))
     kernel = reference.to_numpy(model.layers[-1].dense_kernel())
     assert_close(eager, reference.conv2d(x, kernel))
+
+
+class _ShiftDepthwise(keras.layers.Layer):
+    """The shift-form depthwise convolution with its kernel as a trainable weight."""
+
+    def __init__(self, kernel, strides, padding, dilation):
+        super().__init__()
+        self.initial, self.geometry = kernel, (strides, padding, dilation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=self.initial.shape, initializer=keras.initializers.Constant(self.initial))
+
+    def call(self, x, training=None):
+        return _core.depthwise_conv(x, self.kernel, *self.geometry, "channels_last", form="shift")
+
+
+@pytest.mark.parametrize("strides, padding, dilation", [(1, "same", 1), (2, "same", 1), (2, "valid", 1), (1, "same", 2)])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_shift_depthwise_gradients_match_reference(rng, strides, padding, dilation, multiplier):
+    # On JAX the shift form has its own weight gradient (a scan over the taps); every backend
+    # is checked against the NumPy kernel gradient of the equivalent diagonal dense kernel.
+    from conftest import weight_gradients
+
+    x = rng.standard_normal((2, 9, 8, 3)).astype("float32")
+    k = rng.standard_normal((3, 3, 3, multiplier)).astype("float32")
+    layer = _ShiftDepthwise(k, strides, padding, dilation)
+    y = reference.to_numpy(layer(x))
+    cotangent = rng.standard_normal(y.shape).astype("float32")
+    (grad,) = weight_gradients(layer, x, cotangent)
+    dense = reference.conv2d_kernel_gradient(x, cotangent, (3, 3, 3, 3 * multiplier), (strides,) * 2, padding,
+                                             (dilation,) * 2)
+    expected = np.stack([dense[:, :, c, c * multiplier : (c + 1) * multiplier] for c in range(3)], axis=2)
+    assert_close(grad, expected)
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        # The input gradient: y is linear in x, so it is A^T cotangent for the reference's matrix A.
+        grad_x = jax.grad(lambda v: jnp.sum(layer(v) * cotangent))(jnp.asarray(x))
+        basis = np.eye(x.size).reshape((x.size,) + x.shape)
+        columns = np.stack([reference.depthwise2d(b, k, (strides,) * 2, padding, (dilation,) * 2).ravel()
+                            for b in basis], axis=1)
+        assert_close(np.asarray(grad_x), (columns.T @ cotangent.ravel()).reshape(x.shape))
