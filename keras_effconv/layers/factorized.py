@@ -139,7 +139,7 @@ def _project(projection, x):
     """
     if isinstance(projection, TopologicalProjection):
         return projection(x)
-    y = projection.convolution_op(x, projection.kernel)
+    y = _core.conv(x, projection.kernel, padding="valid", data_format=projection.data_format)
     if projection.use_bias:
         y = _core.add_bias(y, projection.bias, projection.data_format)
     return y
