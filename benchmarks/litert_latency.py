@@ -7,13 +7,17 @@ the `ai_edge_litert` interpreter (XNNPACK) at 1 and 2 threads, interleaved
 round by round so that all models see the same machine load. Reported as
 speedups over keras' ResNet50 next to the MAC reductions (1 MAC = 2 FLOPs).
 
-    .venv/bin/python benchmarks/litert.py [--rounds 15] [--target cpu] [--quick]
+    .venv/bin/python benchmarks/litert_latency.py [--rounds 15] [--target cpu] [--quick]
 
 Writes `benchmarks/results/litert.md` (`litert_<target>.md` for a non-default
 target); `--family sic` times FactorizedResNet50/101 and FactorizedVGG16
 instead of the EffResNet50 conv types and writes `litert_sic.md`;
 `--family shufflenet` times ShuffleNet V2 at its four widths next to
 MobileNetV2 and writes `litert_shufflenet.md`. These are desktop-CPU numbers, never phone numbers.
+
+Not named `litert.py`: TensorFlow's import tries `import litert.python...`
+first, and a script directory on `sys.path` would hand it this file, run
+in the middle of every benchmark's `import keras`.
 """
 
 import argparse
@@ -95,7 +99,7 @@ def main(argv=None):
     macs, runs, exports = {}, {}, {}
     todo = labels(args.quick, args.family)
     # Keras' Progbar over the exports (about a minute each) when a terminal shows it; else the lines go to stderr.
-    progress = _progress.Progress(f"benchmarks/litert.py: exporting {len(todo)} models", len(todo), "auto", "model")
+    progress = _progress.Progress(f"benchmarks/litert_latency.py: exporting {len(todo)} models", len(todo), "auto", "model")
     for label in progress.iterate(todo):
         model = build(label)
         macs[label] = profile(model).total_macs
@@ -121,7 +125,7 @@ def main(argv=None):
     lines = [
         f"# LiteRT CPU (XNNPACK) latency, batch 1, {SIZE}x{SIZE}",
         "",
-        f"Generated {datetime.date.today()} by `benchmarks/litert.py` on {platform.machine()} "
+        f"Generated {datetime.date.today()} by `benchmarks/litert_latency.py` on {platform.machine()} "
         f"({os.cpu_count()} CPUs), ai-edge-litert interpreter, `optimize_for_inference(target='{args.target}')`, "
         f"{args.rounds} interleaved rounds after {args.warmup} warm-up; medians in ms. Desktop CPU, not a phone.",
         "",
