@@ -449,7 +449,6 @@ def _jax_shift_sum(taps, span, strides):
         x, weights = residuals
         _, input_vjp = jax.vjp(lambda x: _shift_sum(x, weights, taps, span, strides), x)
         (grad_x,) = input_vjp(grad)
-        grad_x, grad = jax.lax.optimization_barrier((grad_x, grad))
         size = (x.shape[0], span[0], span[1], x.shape[3])
 
         def tap_gradient(_, tap):
