@@ -511,7 +511,8 @@ def _shift_depthwise(x, kernel, strides, padding, dilation_rate, data_format):
     height, width = x.shape[1], x.shape[2]
     if multiplier > 1:
         x = ops.repeat(x, multiplier, axis=-1)
-    weights = ops.reshape(kernel, (kh, kw, channels * multiplier))
+    # Row t = i * kw + j: the weights of tap (i, j), one per output channel (channel-major with the multiplier).
+    weights = ops.reshape(kernel, (kh * kw, channels * multiplier))
     out_h = conv_output_length(height, kh, strides[0], padding, dilation_rate[0])
     out_w = conv_output_length(width, kw, strides[1], padding, dilation_rate[1])
     if padding == "same":
@@ -520,7 +521,6 @@ def _shift_depthwise(x, kernel, strides, padding, dilation_rate, data_format):
         x = ops.pad(x, [(0, 0), ph, pw, (0, 0)])
     taps = tuple((i * dilation_rate[0], j * dilation_rate[1]) for i in range(kh) for j in range(kw))
     span = ((out_h - 1) * strides[0] + 1, (out_w - 1) * strides[1] + 1)
-    weights = ops.reshape(weights, (kh * kw, channels * multiplier))
     if keras.backend.backend() == "jax":
         acc = _jax_shift_sum(taps, span, tuple(strides))(x, weights)
     else:
