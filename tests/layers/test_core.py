@@ -168,17 +168,58 @@ def test_shift_depthwise_gradients_match_reference(rng, strides, padding, dilati
     y = reference.to_numpy(layer(x))
     cotangent = rng.standard_normal(y.shape).astype("float32")
     (grad,) = weight_gradients(layer, x, cotangent)
-    dense = reference.conv2d_kernel_gradient(x, cotangent, (3, 3, 3, 3 * multiplier), (strides,) * 2, padding,
-                                             (dilation,) * 2)
-    expected = np.stack([dense[:, :, c, c * multiplier : (c + 1) * multiplier] for c in range(3)], axis=2)
-    assert_close(grad, expected)
+    assert_close(grad, _depthwise_kernel_gradient(x, cotangent, k.shape, strides, padding, dilation))
     if BACKEND == "jax":
         import jax
         import jax.numpy as jnp
 
-        # The input gradient: y is linear in x, so it is A^T cotangent for the reference's matrix A.
         grad_x = jax.grad(lambda v: jnp.sum(layer(v) * cotangent))(jnp.asarray(x))
-        basis = np.eye(x.size).reshape((x.size,) + x.shape)
-        columns = np.stack([reference.depthwise2d(b, k, (strides,) * 2, padding, (dilation,) * 2).ravel()
-                            for b in basis], axis=1)
-        assert_close(np.asarray(grad_x), (columns.T @ cotangent.ravel()).reshape(x.shape))
+        assert_close(np.asarray(grad_x), _depthwise_input_gradient(x, k, cotangent, strides, padding, dilation))
+
+
+def _depthwise_kernel_gradient(x, cotangent, kernel_shape, strides, padding, dilation):
+    """NumPy: the depthwise kernel's gradient, read off the equivalent diagonal dense kernel's."""
+    kh, kw, channels, multiplier = kernel_shape
+    dense = reference.conv2d_kernel_gradient(x, cotangent, (kh, kw, channels, channels * multiplier),
+                                             (strides,) * 2, padding, (dilation,) * 2)
+    return np.stack([dense[:, :, c, c * multiplier : (c + 1) * multiplier] for c in range(channels)], axis=2)
+
+
+def _depthwise_input_gradient(x, k, cotangent, strides, padding, dilation):
+    """NumPy: y is linear in x, so its input gradient is A^T cotangent for the reference's matrix A."""
+    basis = np.eye(x.size).reshape((x.size,) + x.shape)
+    columns = np.stack([reference.depthwise2d(b, k, (strides,) * 2, padding, (dilation,) * 2).ravel()
+                        for b in basis], axis=1)
+    return (columns.T @ cotangent.ravel()).reshape(x.shape)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="jit_compile is TensorFlow's XLA switch")
+@pytest.mark.parametrize("strides, padding, dilation", [(1, "same", 1), (2, "same", 1), (2, "valid", 1), (1, "same", 2)])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_tf_depthwise_inside_xla_runs_the_shift_form_with_its_own_gradient(rng, strides, padding, dilation,
+                                                                            multiplier):
+    # Under jit_compile=True the default form is the shift form with its own gradient
+    # (XLA:CPU's native depthwise conv is ~13x slower); output and both gradients against NumPy.
+    import tensorflow as tf
+
+    x = rng.standard_normal((2, 9, 8, 3)).astype("float32")
+    k = rng.standard_normal((3, 3, 3, multiplier)).astype("float32")
+    y_ref = reference.depthwise2d(x, k, (strides,) * 2, padding, (dilation,) * 2)
+    cotangent = rng.standard_normal(y_ref.shape).astype("float32")
+    kernel = tf.Variable(k)
+    forms = []
+
+    @tf.function(jit_compile=True)
+    def forward_backward(v):
+        forms.append(_core._in_tensorflow_xla())
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            y = _core.depthwise_conv(v, kernel, strides, padding, dilation, "channels_last")
+            loss = tf.reduce_sum(y * cotangent)
+        return (y,) + tuple(tape.gradient(loss, [kernel, v]))
+
+    y, grad_k, grad_x = (t.numpy() for t in forward_backward(tf.constant(x)))
+    assert forms == [True]
+    assert_close(y, y_ref)
+    assert_close(grad_k, _depthwise_kernel_gradient(x, cotangent, k.shape, strides, padding, dilation))
+    assert_close(grad_x, _depthwise_input_gradient(x, k, cotangent, strides, padding, dilation))
