@@ -332,12 +332,34 @@ def log(message):
 
 
 def _forms(layer, input_shape):
-    """"fwd form / fwd+bwd form" of a layer with several exact forms, else "-"."""
+    """"fwd form / fwd+bwd form" of a layer with several exact forms, else "-".
+
+    On TensorFlow the forms a `jit_compile=True` trace chooses follow when
+    they differ (the rules ask whether they run under XLA while tracing).
+    """
     forms = getattr(layer, "execution_form", None)
     if forms is None or forms(input_shape) is None:
         return "-"
-    inference, training = forms(input_shape, training=False), forms(input_shape, training=True)
-    return inference if inference == training else f"{inference} / {training}"
+
+    def pair(inference, training):
+        return inference if inference == training else f"{inference} / {training}"
+
+    text = pair(forms(input_shape, training=False), forms(input_shape, training=True))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        traced = []
+
+        @tf.function(jit_compile=True)
+        def probe():
+            traced.extend(forms(input_shape, training=t) for t in (False, True))
+            return tf.constant(0)
+
+        probe()
+        xla = pair(*traced)
+        if xla != text:
+            text += f" (XLA: {xla})"
+    return text
 
 
 def benchmark_config(shape, specs, make_runners, batch, repeats, warmup):
@@ -504,7 +526,8 @@ def header(backend, args, configs):
         "measured in this run on this backend. fwd+bwd = forward + gradient of "
         "sum(output²) w.r.t. the layer's trainable weights, the layer called with "
         "`training=True` as in `model.fit`. form: what `execution_form()` chose "
-        "for the forward call / the training call (layers with several exact forms).",
+        "for the forward call / the training call (layers with several exact forms); "
+        "on TensorFlow, `(XLA: ...)` when a `jit_compile=True` trace chooses differently.",
         "",
     ]
     return "\n".join(lines)

@@ -346,7 +346,7 @@ def _torch_conv(x, kernel, strides, padding, dilation_rate, data_format):
     return y.permute(0, 2, 3, 1) if channels_last else y
 
 
-def _in_tensorflow_xla():
+def in_tensorflow_xla():
     """Whether this call is being traced into a TensorFlow `jit_compile=True` function.
 
     TensorFlow exposes the XLA-context test only privately; without it the
@@ -370,7 +370,7 @@ def _tensorflow_grouped_kernel_usable():
     per-group split (measured at 14x14x256, 4 groups), so inside
     `jit_compile=True` the form gives way to "split".
     """
-    return keras.backend.backend() == "tensorflow" and not _in_tensorflow_xla()
+    return keras.backend.backend() == "tensorflow" and not in_tensorflow_xla()
 
 
 def grouped_conv(
@@ -528,7 +528,7 @@ def depthwise_conv(
     """Depthwise convolution with a kernel `(kh, kw, C, multiplier)`."""
     strides = normalize_tuple(strides, 2, "strides")
     dilation_rate = normalize_tuple(dilation_rate, 2, "dilation_rate")
-    form = form or ("shift" if _in_tensorflow_xla() else fast_form("depthwise"))
+    form = form or ("shift" if in_tensorflow_xla() else fast_form("depthwise"))
     spatial = spatial_dims(x.shape, data_format)
     if keras.backend.backend() == "torch" and form != "shift":
         kh, kw, channels, multiplier = kernel.shape
@@ -569,7 +569,7 @@ def _shift_depthwise(x, kernel, strides, padding, dilation_rate, data_format):
     span = ((out_h - 1) * strides[0] + 1, (out_w - 1) * strides[1] + 1)
     if keras.backend.backend() == "jax":
         acc = _jax_shift_sum(taps, span, tuple(strides))(x, weights)
-    elif _in_tensorflow_xla():
+    elif in_tensorflow_xla():
         acc = _tensorflow_shift_sum(taps, span, tuple(strides), (kh, kw), tuple(dilation_rate))(x, weights)
     else:
         acc = _shift_sum(x, weights, taps, span, strides)

@@ -128,7 +128,9 @@ class EfficientConv2D(keras.layers.Layer):
         Returns:
             The layer's `execution` argument, or with `"auto"` the choice of
             its measured cost rule for this backend, shape and mode; None for
-            a layer with a single form.
+            a layer with a single form. On TensorFlow the rules also ask
+            whether the call is being traced under `jit_compile=True`, so
+            asked inside such a trace this answers for XLA.
         """
         if not self.EXECUTION_FORMS:
             return None

@@ -49,9 +49,14 @@ HETCONV_FORMS = ("grouped_dense", "per_class", "dense")
 # 0.54-0.86x) and the grouped form wins JAX training (1.24x); from 16 (TF, JAX)
 # or 32 (torch) channels per group the grouped form wins (1.1-2.2x).
 _HETCONV_MIN_GROUP_CHANNELS = {"tensorflow": (16, 16), "jax": (16, 8), "torch": (32, 32)}
+# TensorFlow under XLA (`jit_compile=True`) runs grouped convolutions per group
+# (`_core.grouped_conv`), which measured 0.73x / 0.74x Conv2D at 7x7x64 (16
+# channels per group) and 0.96x / 0.85x at 28x28x128 (32), against 1.43x / 1.27x
+# at 14x14x256 (64); the dense kernel runs 1.06-1.11x at ResNet-20 sizes there.
+_HETCONV_MIN_GROUP_CHANNELS_TF_XLA = (64, 64)
 
 
-def choose_hetconv_execution(part, input_channels, input_shape, data_format, training, backend=None):
+def choose_hetconv_execution(part, input_channels, input_shape, data_format, training, backend=None, xla=None):
     """The form `HetConv2D(execution="auto")` runs for one call: a measured rule.
 
     `"grouped_dense"` (grouped `k x k` conv + dense `1 x 1` on the centre
@@ -70,6 +75,8 @@ def choose_hetconv_execution(part, input_channels, input_shape, data_format, tra
         data_format: the layer's data format.
         training: whether the call is a training step.
         backend: the Keras backend, default the current one.
+        xla: TensorFlow only: whether the call is traced under
+            `jit_compile=True` (its own thresholds); default: detected.
 
     Returns:
         `"grouped_dense"` or `"dense"`.
@@ -77,7 +84,12 @@ def choose_hetconv_execution(part, input_channels, input_shape, data_format, tra
     backend = backend or keras.backend.backend()
     if part == 1 or input_channels is None:
         return "grouped_dense"
-    inference_min, training_min = _HETCONV_MIN_GROUP_CHANNELS.get(backend, (16, 16))
+    if xla is None:
+        xla = _core.in_tensorflow_xla()
+    if backend == "tensorflow" and xla:
+        inference_min, training_min = _HETCONV_MIN_GROUP_CHANNELS_TF_XLA
+    else:
+        inference_min, training_min = _HETCONV_MIN_GROUP_CHANNELS.get(backend, (16, 16))
     if input_channels // part < (training_min if training else inference_min):
         return "dense"
     if backend == "tensorflow" and not training and input_shape is not None:

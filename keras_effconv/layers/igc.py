@@ -34,7 +34,7 @@ class IGCInferenceForm:
 IGC_FORMS = ("folded", "contraction", "dense")
 
 
-def choose_igc_execution(primary_groups, input_channels, training, backend=None):
+def choose_igc_execution(primary_groups, input_channels, training, backend=None, xla=None):
     """The form `InterleavedGroupConv2D(execution="auto")` runs for one call: a measured rule.
 
     Measured with `L = 4` over ResNet-20 (28x28x16, 14x14x32, 7x7x64 at batch
@@ -47,13 +47,18 @@ def choose_igc_execution(primary_groups, input_channels, training, backend=None)
     (a dense `1 x 1` with the interleave folded in) fastest up to 256 input
     channels and
     `"contraction"` at 512 (1.99x / 2.36x against 1.44x / 1.78x); torch with 8
-    channels per group runs dense fastest (0.87x / 0.83x).
+    channels per group runs dense fastest (0.87x / 0.83x). TensorFlow under
+    XLA (`jit_compile=True`) runs the folded form's grouped convolution per
+    group: with 8 channels per group it measured 0.56x / 0.77x, so dense
+    takes over below 16 there (dense: 1.15x / 1.10x at 4 per group).
 
     Args:
         primary_groups: the layer's `L`.
         input_channels: input channels, or None when unknown.
         training: whether the call is a training step.
         backend: the Keras backend, default the current one.
+        xla: TensorFlow only: whether the call is traced under
+            `jit_compile=True` (its own threshold); default: detected.
 
     Returns:
         `"folded"`, `"contraction"` or `"dense"`.
@@ -61,8 +66,13 @@ def choose_igc_execution(primary_groups, input_channels, training, backend=None)
     backend = backend or keras.backend.backend()
     if input_channels is None:
         return "contraction" if backend == "jax" else "folded"
+    if xla is None:
+        xla = _core.in_tensorflow_xla()
     per_group = input_channels // primary_groups
-    if per_group < (16 if backend == "torch" or (backend == "jax" and not training) else 8):
+    dense_below = 8
+    if backend == "torch" or (backend == "jax" and not training) or (backend == "tensorflow" and xla):
+        dense_below = 16
+    if per_group < dense_below:
         return "dense"
     if backend == "jax" or input_channels >= 512:
         return "contraction"

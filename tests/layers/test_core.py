@@ -211,7 +211,7 @@ def test_tf_depthwise_inside_xla_runs_the_shift_form_with_its_own_gradient(rng, 
 
     @tf.function(jit_compile=True)
     def forward_backward(v):
-        forms.append(_core._in_tensorflow_xla())
+        forms.append(_core.in_tensorflow_xla())
         with tf.GradientTape() as tape:
             tape.watch(v)
             y = _core.depthwise_conv(v, kernel, strides, padding, dilation, "channels_last")

@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 import reference
-from conftest import assert_close, randomize, weight_gradients
+from conftest import BACKEND, assert_close, randomize, weight_gradients
 from keras_effconv.layers import HetConv2D
 
 
@@ -189,7 +189,44 @@ def test_part_must_divide_input_channels():
 def test_auto_execution_rule(backend, channels, shape, training, expected):
     from keras_effconv.layers.hetconv import choose_hetconv_execution
 
-    assert choose_hetconv_execution(4, channels, shape, "channels_last", training, backend) == expected
+    assert choose_hetconv_execution(4, channels, shape, "channels_last", training, backend, xla=False) == expected
+
+
+@pytest.mark.parametrize(
+    "channels, shape, training, expected",
+    [
+        (64, (128, 7, 7, 64), False, "dense"),
+        (128, (8, 28, 28, 128), True, "dense"),
+        (256, (8, 14, 14, 256), False, "grouped_dense"),
+        (256, (8, 14, 14, 256), True, "grouped_dense"),
+    ],
+)
+def test_auto_execution_rule_under_tensorflow_xla(channels, shape, training, expected):
+    from keras_effconv.layers.hetconv import choose_hetconv_execution
+
+    assert choose_hetconv_execution(4, channels, shape, "channels_last", training, "tensorflow", xla=True) == expected
+    # Other backends have no XLA switch of their own: the flag changes nothing there.
+    assert choose_hetconv_execution(4, channels, shape, "channels_last", training, "torch", xla=True) == \
+        choose_hetconv_execution(4, channels, shape, "channels_last", training, "torch", xla=False)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="jit_compile is TensorFlow's XLA switch")
+def test_auto_execution_inside_a_tensorflow_xla_trace_matches_reference(rng):
+    import tensorflow as tf
+
+    layer = HetConv2D(64, 3, part=4, use_bias=False)
+    x = rng.standard_normal((2, 5, 5, 64)).astype("float32")
+    layer.build(x.shape)
+    traced = []
+
+    @tf.function(jit_compile=True)
+    def forward(v):
+        traced.append(layer.execution_form(v.shape))
+        return layer(v)
+
+    y = forward(tf.constant(x)).numpy()
+    assert traced == ["dense"] and layer.execution_form(x.shape) == "grouped_dense"
+    assert_close(y, reference.conv2d(x, reference.to_numpy(layer.dense_kernel())))
 
 
 def test_auto_execution_follows_the_call_and_rejects_unknown_forms(rng):

@@ -153,7 +153,15 @@ def test_primary_groups_must_divide_input_channels():
 def test_auto_execution_rule(backend, channels, training, expected):
     from keras_effconv.layers.igc import choose_igc_execution
 
-    assert choose_igc_execution(4, channels, training, backend) == expected
+    assert choose_igc_execution(4, channels, training, backend, xla=False) == expected
+
+
+@pytest.mark.parametrize("channels, training, expected", [(32, False, "dense"), (32, True, "dense"),
+                                                           (64, True, "folded"), (512, False, "contraction")])
+def test_auto_execution_rule_under_tensorflow_xla(channels, training, expected):
+    from keras_effconv.layers.igc import choose_igc_execution
+
+    assert choose_igc_execution(4, channels, training, "tensorflow", xla=True) == expected
 
 
 def test_execution_is_validated_and_serialized():
