@@ -13,7 +13,9 @@ compares these layers against the baseline
 - ``CompConv2D(C, 3)`` (depth "auto")
 - ``FactorizedConv2D(C, 3, num_units=2, activation="relu")``
 - ``FactorizedConv2D(C, 3, num_units=1)``
-- ``keras.layers.SeparableConv2D(C, 3, padding="same")`` (reference point)
+- ``DepthwiseSeparableConv2D(C, 3)`` (the ``depthwise_separable`` method: keras'
+  ``SeparableConv2D`` through the library's depthwise forms) and
+  ``keras.layers.SeparableConv2D(C, 3, padding="same")`` itself (reference point)
 
 For each layer it reports:
 
@@ -152,6 +154,8 @@ def layer_specs():
             arguments = [f"{k}={v}" for k, v in config.items()] + ([activation] if activation else [])
             label = f"{method.layer.__name__}({', '.join(arguments)})"
             specs.append((label, replacing_conv2d(method, config, activation), macs))
+    # keras' own layer, which the "depthwise_separable" method's layer subclasses: a reference point.
+    specs.append(("keras SeparableConv2D (reference)", lambda c: keras.layers.SeparableConv2D(c, KERNEL, padding="same"), macs))
     return specs
 
 

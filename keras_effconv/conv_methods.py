@@ -269,7 +269,7 @@ def _separable_from_conv2d(conv2d_config, method_config):
         kind = name.split("_", 1)[1]
         arguments[f"depthwise_{kind}"] = value
         arguments[f"pointwise_{kind}"] = value
-    return keras.layers.SeparableConv2D(**arguments, **method_config)
+    return effconv_layers.DepthwiseSeparableConv2D(**arguments, **method_config)
 
 
 register_conv_method(
@@ -304,8 +304,11 @@ register_conv_method(
 )
 register_conv_method(
     "depthwise_separable",
-    keras.layers.SeparableConv2D,
+    effconv_layers.DepthwiseSeparableConv2D,
     {"depth_multiplier": 1},
-    summary="keras' `SeparableConv2D` (depthwise + pointwise), the MobileNet baseline",
+    summary=(
+        "keras' `SeparableConv2D` (depthwise + pointwise), the MobileNet baseline, "
+        "running the library's fastest exact depthwise form per backend"
+    ),
     make_layer=_separable_from_conv2d,
 )

@@ -8,6 +8,7 @@ from keras_effconv.layers.factorized import SpatialBottleneck
 from keras_effconv.layers.factorized import TopologicalProjection
 from keras_effconv.layers.hetconv import HetConv2D
 from keras_effconv.layers.igc import InterleavedGroupConv2D
+from keras_effconv.layers.separable import DepthwiseSeparableConv2D
 from keras_effconv.layers.shuffle import ChannelShuffle
 from keras_effconv.layers.shuffle import ChannelSplit
 
@@ -15,6 +16,7 @@ __all__ = [
     "ChannelShuffle",
     "ChannelSplit",
     "CompConv2D",
+    "DepthwiseSeparableConv2D",
     "EfficientChannelAttention",
     "FactorizedConv2D",
     "HetConv2D",

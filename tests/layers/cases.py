@@ -15,7 +15,13 @@ LAYER_CASES = {
     ),
     "topological": lambda **kw: layers.TopologicalProjection(8, grid=(2, 4), window=(1, 3), **kw),
     "bottleneck": lambda **kw: layers.SpatialBottleneck(8, 3, **kw),
+    "separable": lambda **kw: layers.DepthwiseSeparableConv2D(8, 3, padding="same", **kw),
     "shuffle": lambda **kw: layers.ChannelShuffle(4, **kw),
     "squeeze_excite": lambda **kw: layers.SqueezeExcite(reduction=4, **kw),
     "eca": lambda **kw: layers.EfficientChannelAttention(**kw),
 }
+
+# Subclasses of a keras layer keep keras' own argument validation and have no
+# `compute_macs` (the profiler counts them as the keras layer): the library's
+# validation-message and `compute_macs` conventions do not apply to them.
+KERAS_SUBCLASS_CASES = {"separable"}
