@@ -20,9 +20,8 @@ class DepthwiseSeparableConv2D(keras.layers.SeparableConv2D):
     TensorFlow's `jit_compile=True` the depthwise half is that shift form
     (with its own weight gradient); on torch both halves read channels_last
     tensors without Keras' layout copies. Measured at 28x28x16, batch 128,
-    on JAX: keras' `SeparableConv2D` runs 0.08x a `Conv2D`'s forward speed,
-    this layer the same arithmetic as `FactorizedConv2D(num_units=1)` at
-    about 2.6x (`benchmarks/results/layers_jax.md`).
+    on JAX: keras' `SeparableConv2D` runs 0.09x a `Conv2D`'s forward speed,
+    this layer 2.5x (`benchmarks/results/layers_jax.md`).
 
     It is the layer of the `"depthwise_separable"` conv method (the
     MobileNet baseline), so converted networks get it; weights saved from
