@@ -39,6 +39,7 @@ from keras_effconv.export import export_litert
 from keras_effconv.conv_methods import conv_method_names
 from keras_effconv.profiling import time_interleaved
 from papers import SIC_NETWORK_CLAIMS
+from results_file import save_results
 
 SIZE = 224
 BASELINE = "keras ResNet50"
@@ -140,16 +141,10 @@ def main(argv=None):
             f"{median[(label, 2)]:.1f} | {speedup:.2f}x | {speedup / reduction:.2f} | "
             f"{sum(exports[label].ops.values())} | {exports[label].max_abs_diff:.1e} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
     suffix = ("" if args.family == "effresnet50" else f"_{args.family}") + (
         "" if args.target == "cpu" else f"_{args.target}"
     )
-    name = f"litert{suffix}.md"
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name)
-    with open(out, "w") as f:
-        f.write(text)
-    print(f"wrote {out}", file=sys.stderr)
+    save_results("\n".join(lines) + "\n", f"litert{suffix}.md", args.out)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import os
 import platform
-import sys
 import tempfile
 
 import keras
@@ -33,6 +32,7 @@ from keras_effconv import applications
 from keras_effconv import profile
 from keras_effconv.export import export_litert
 from keras_effconv.profiling import time_interleaved
+from results_file import save_results
 from litert_latency import interpreters
 
 STAGE_ENDS = ("pool1_pool", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out",
@@ -110,12 +110,7 @@ def main(argv=None):
         reduction, speedup = base_mac / total_mac, base_ms / total_ms
         lines.append(f"| {name} | **whole network** | {total_mac / 1e6:.0f} | {total_ms:.2f} | "
                      f"{reduction:.2f}x | {speedup:.2f}x | {speedup / reduction:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "litert_stages_sic.md")
-    with open(out, "w") as f:
-        f.write(text)
-    print(f"wrote {out}", file=sys.stderr)
+    save_results("\n".join(lines) + "\n", "litert_stages_sic.md", args.out)
 
 
 if __name__ == "__main__":

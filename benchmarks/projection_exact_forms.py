@@ -43,6 +43,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 
 from keras_effconv.profiling import time_interleaved
+from results_file import save_results
 
 CELLS = 8
 SHAPES = [(56, 256, 64), (56, 64, 64), (56, 64, 256), (28, 512, 128), (28, 128, 512),
@@ -165,12 +166,7 @@ def main(argv=None):
         best = min(exact, key=exact.get)
         lines.append(f"| {height}x{height} | {c_in} -> {c_out} | " + " | ".join(f"{t:.3f}" for t in row)
                      + f" | {best} {row[0] / exact[best]:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "projection_exact_forms.md")
-    with open(out, "w") as f:
-        f.write(text)
-    print(f"wrote {out}", file=sys.stderr)
+    save_results("\n".join(lines) + "\n", "projection_exact_forms.md", args.out)
 
 
 if __name__ == "__main__":
