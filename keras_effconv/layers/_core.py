@@ -478,11 +478,12 @@ def _tensorflow_shift_sum(taps, span, strides, kernel_size, dilation_rate):
     XLA:CPU runs TensorFlow's native depthwise convolution about 10x slower
     than the shift form (54.6 vs 4.1 ms at 28x28x16, batch 128; 26.0 vs
     2.6 ms at 28x28x128, batch 8). Autodiff's per-tap weight reductions of
-    the shift form are sibling reductions XLA:CPU compiles badly (as on JAX),
-    and a scan over the taps measured anywhere from 3.7 to 21 ms across the
-    benchmark grid; the native weight gradient (what autodiff of the native
-    convolution runs) measured a steady ~9 ms, so it stays. The input
-    gradient is autodiff's (pads of the output gradient, fused).
+    the shift form are sibling reductions XLA:CPU compiles badly (as on JAX):
+    over five shapes of the benchmark grid they took 14-33 ms, a scan over
+    the taps 12-64 ms, a scan of matmul reductions 3.7-21 ms, and the native
+    weight gradient (what autodiff of the native convolution runs) a steady
+    9.0-11.8 ms, so that one stays. The input gradient is autodiff's (pads
+    of the output gradient, fused).
     """
     import tensorflow as tf
 
