@@ -53,7 +53,8 @@ def test_channels_first_and_activation(rng):
     assert_close(np.transpose(y, (0, 2, 3, 1)), expected)
 
 
-@pytest.mark.parametrize("geometry", GEOMETRIES)
+# Every geometry of the shift form's own gradient is checked in test_core; here the two halves' composition.
+@pytest.mark.parametrize("geometry", GEOMETRIES[1::2])
 @pytest.mark.parametrize("multiplier", [1, 2])
 def test_gradients_match_the_chain_rule_through_the_dense_kernel(rng, geometry, multiplier):
     # The layer equals a dense conv with K[i, j, c, n] = sum_m D[i, j, c, m] P[c M + m, n], so its
