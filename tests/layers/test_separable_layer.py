@@ -25,14 +25,19 @@ def _separable_reference(x, depthwise, pointwise, bias, geometry):
     return reference.conv2d(y, pointwise, padding="valid") + bias
 
 
+def _random_layer(rng, filters, multiplier, geometry):
+    """(input, built layer with random weights, its weights as NumPy) for a 9x8x3 input."""
+    x = rng.standard_normal((2, 9, 8, 3)).astype("float32")
+    layer = DepthwiseSeparableConv2D(filters, 3, depth_multiplier=multiplier, **geometry)
+    layer.build(x.shape)
+    randomize(layer, rng)
+    return x, layer, [reference.to_numpy(w) for w in layer.weights]
+
+
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("multiplier", [1, 2])
 def test_matches_numpy_and_keras_separable_conv(rng, geometry, multiplier):
-    x = rng.standard_normal((2, 9, 8, 3)).astype("float32")
-    layer = DepthwiseSeparableConv2D(5, 3, depth_multiplier=multiplier, **geometry)
-    layer.build(x.shape)
-    randomize(layer, rng)
-    depthwise, pointwise, bias = (reference.to_numpy(w) for w in layer.weights)
+    x, layer, (depthwise, pointwise, bias) = _random_layer(rng, 5, multiplier, geometry)
     y = reference.to_numpy(layer(x))
     assert_close(y, _separable_reference(x, depthwise, pointwise, bias, geometry))
     # keras' own layer with the same weights computes the same function.
@@ -59,11 +64,8 @@ def test_channels_first_and_activation(rng):
 def test_gradients_match_the_chain_rule_through_the_dense_kernel(rng, geometry, multiplier):
     # The layer equals a dense conv with K[i, j, c, n] = sum_m D[i, j, c, m] P[c M + m, n], so its
     # weight gradients are the NumPy dense kernel gradient G pulled back through that product.
-    x = rng.standard_normal((2, 9, 8, 3)).astype("float32")
-    layer = DepthwiseSeparableConv2D(4, 3, depth_multiplier=multiplier, **geometry)
-    layer.build(x.shape)
-    randomize(layer, rng)
-    depthwise, pointwise, _ = (reference.to_numpy(w).astype("float64") for w in layer.weights)
+    x, layer, (depthwise, pointwise, _) = _random_layer(rng, 4, multiplier, geometry)
+    depthwise, pointwise = depthwise.astype("float64"), pointwise.astype("float64")
     y = reference.to_numpy(layer(x))
     cotangent = rng.standard_normal(y.shape).astype("float32")
     g = geometry
