@@ -36,6 +36,7 @@ from keras_effconv.profiling import measure_latency
 from keras_effconv.profiling import measure_training_speed
 from keras_effconv.conv_methods import conv_method_names
 from papers import SIC_NETWORK_CLAIMS
+from results_file import write_results
 
 SIZE = 224
 BASELINE = "keras ResNet50"
@@ -186,10 +187,7 @@ def main(argv=None):
 
 
 def _write(out, text):
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(out + ".tmp", out)
+    write_results(text, out)
     print(text)
 
 

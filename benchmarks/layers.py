@@ -107,6 +107,7 @@ from keras_effconv.layers import FactorizedConv2D
 from keras_effconv.layers import TopologicalProjection
 from keras_effconv.profiling import time_interleaved
 from keras_effconv.profiling.macs import layer_macs
+from results_file import write_results
 
 # ((H, W, C), batch), C_in = C_out = C: ResNet-20's stages at batch 128, ResNet-50's at batch 8.
 CONFIGS = [
@@ -604,18 +605,7 @@ def table(all_rows, baseline=BASELINE):
 
 
 def save(text, out_dir, filename):
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, filename)
-    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_results(text, os.path.join(out_dir, filename))
 
 
 def parse_args(argv=None):

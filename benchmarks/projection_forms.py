@@ -51,6 +51,7 @@ from keras_effconv.export import export_litert
 from keras_effconv.layers import TopologicalProjection
 from keras_effconv.profiling import measure_latency
 from keras_effconv.profiling import time_interleaved
+from results_file import write_results
 
 SHAPES = [(56, 56, 64), (28, 28, 128), (14, 14, 256), (7, 7, 512)]
 QUICK_SHAPES = [(14, 14, 256)]
@@ -154,11 +155,7 @@ def main(argv=None):
         )
     text = "\n".join(lines) + "\n"
     print(text)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"projection_forms{'_quick' if args.quick else ''}.md")
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    path = write_results(text, os.path.join(args.out, f"projection_forms{'_quick' if args.quick else ''}.md"))
     log(f"saved {path}")
     return 0
 
