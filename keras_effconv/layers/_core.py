@@ -229,26 +229,28 @@ def gather_from_parts(parts, index_map):
     return reuse_while_unchanged(index_map, parts, gather)
 
 
-def reuse_while_unchanged(owner, parts, build):
+def reuse_while_unchanged(owner, parts, build, name=None):
     """`build(tensors of parts)`, reused on torch inference calls while the parts' values are unchanged.
 
-    `owner` (the layer or index map the result belongs to) identifies the
-    result; it is kept beside the owner, not on it (a Keras layer tracks its
-    attributes). Everywhere else (TensorFlow and JAX traces, torch with
-    autograd) `build` runs every call.
+    `owner` (the layer or index map the result belongs to) and `name` (which
+    of the owner's results, when it has several) identify the result; it is
+    kept beside the owner, not on it (a Keras layer tracks its attributes).
+    Everywhere else (TensorFlow and JAX traces, torch with autograd) `build`
+    runs every call.
     """
     tensors = [ops.convert_to_tensor(p) for p in parts]
     key = _unchanged_weights_key(parts, tensors)
-    cached = _REUSED_KERNELS.get(owner)
+    results = _REUSED_KERNELS.get(owner)
+    cached = None if results is None else results.get(name)
     if key is not None and cached is not None and cached[0] == key:
         return cached[1]
     result = build(tensors)
     if key is not None:
-        _REUSED_KERNELS[owner] = (key, result)
+        _REUSED_KERNELS.setdefault(owner, {})[name] = (key, result)
     return result
 
 
-_REUSED_KERNELS = weakref.WeakKeyDictionary()  # owner -> (weights key, last result)
+_REUSED_KERNELS = weakref.WeakKeyDictionary()  # owner -> {name: (weights key, last result)}
 
 
 def _unchanged_weights_key(parts, tensors):
