@@ -638,7 +638,8 @@ def sample_window_centres(x, kernel_size, strides, padding, dilation_rate, data_
     spatial = x.shape[1:3]
     if spatial[0] is not None and spatial[1] is not None:
         ((top, bottom), (left, right)) = centre_tap_crop(spatial, kernel_size, strides, padding, dilation_rate)
-        y = x[:, top : spatial[0] - bottom : sh, left : spatial[1] - right : sw, :]
+        counts = [conv_output_length(n, k, s, padding, d) for n, k, s, d in zip(spatial, kernel_size, strides, dilation_rate)]
+        y = every_nth(x, (top, left), counts, strides)
     else:
         # Only TensorFlow graphs with unknown spatial size come here.
         dynamic = ops.shape(x)
@@ -665,6 +666,37 @@ def sample_window_centres(x, kernel_size, strides, padding, dilation_rate, data_
     if data_format == "channels_first":
         y = ops.transpose(y, (0, 3, 1, 2))
     return y
+
+
+def every_nth(x, starts, counts, strides):
+    """`x[:, h0 : : sh, w0 : : sw, :]` limited to `counts` rows and columns (channels_last, static sizes).
+
+    TensorFlow's StridedSlice with spatial strides runs element by element:
+    8.0 ms for every other row and column of an 8x28x28x512 map, against
+    0.74 ms for the same values as a reshape into `(rows, sh, cols, sw * C)`
+    blocks and a unit-stride slice of it (contiguous runs of `C` floats).
+    That form needs `count * stride` positions from some start `start - j`,
+    `0 <= j < stride`, inside the map; elsewhere (and on other backends,
+    whose strided slices are views or fused) the plain strided slice runs.
+    """
+    (h0, w0), (nh, nw), (sh, sw) = starts, counts, strides
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    plain = x[:, h0 : h0 + (nh - 1) * sh + 1 : sh, w0 : w0 + (nw - 1) * sw + 1 : sw, :]
+    if (sh, sw) == (1, 1) or keras.backend.backend() != "tensorflow" or in_tensorflow_xla():
+        return plain
+    if None in (height, width, channels):
+        return plain
+    offsets = []
+    for start, count, stride, length in ((h0, nh, sh, height), (w0, nw, sw, width)):
+        j = max(0, start + count * stride - length)
+        if count * stride > length or j > min(start, stride - 1):
+            return plain
+        offsets.append(j)
+    (jh, jw) = offsets
+    top, left = h0 - jh, w0 - jw
+    block = x[:, top : top + nh * sh, left : left + nw * sw, :]
+    block = ops.reshape(block, (-1, nh, sh, nw, sw * channels))
+    return block[:, :, jh, :, jw * channels : (jw + 1) * channels]
 
 
 def add_bias(x, bias, data_format):

@@ -412,7 +412,13 @@ class TopologicalProjection(EfficientConv2D):
                               data_format=self.data_format)
         if self.strides != (1, 1):
             sh, sw = self.strides
-            x = x[:, ::sh, ::sw, :] if self.data_format == "channels_last" else x[:, :, ::sh, ::sw]
+            if self.data_format == "channels_last" and None not in x.shape[1:3]:
+                counts = [_core.ceil_div(n, s) for n, s in zip(x.shape[1:3], self.strides)]
+                x = _core.every_nth(x, (0, 0), counts, self.strides)
+            elif self.data_format == "channels_last":
+                x = x[:, ::sh, ::sw, :]
+            else:
+                x = x[:, :, ::sh, ::sw]
         kernels = _core.gather_from_parts([self.kernel], self._group_map)
         y = None
         for o, shift in enumerate(self._offsets):

@@ -65,6 +65,21 @@ def test_fast_forms_cover_every_backend():
         assert set(_core._FAST_FORMS[backend]) == {"grouped", "depthwise"}
 
 
+@pytest.mark.parametrize("size", [(8, 8), (9, 10), (7, 7)])
+@pytest.mark.parametrize("strides", [(2, 2), (3, 2)])
+def test_every_nth_matches_numpy_strided_slicing(rng, size, strides):
+    # Every start/count the layers can ask for, including those whose last block leaves the map.
+    x = rng.standard_normal((2,) + size + (3,)).astype("float32")
+    for h0 in range(strides[0]):
+        for w0 in range(strides[1]):
+            rows = len(range(h0, size[0], strides[0]))
+            cols = len(range(w0, size[1], strides[1]))
+            for counts in [(rows, cols), (rows - 1, cols), (max(rows - 1, 1), max(cols - 1, 1))]:
+                expected = x[:, h0 :: strides[0], w0 :: strides[1], :][:, : counts[0], : counts[1]]
+                got = reference.to_numpy(_core.every_nth(keras.ops.convert_to_tensor(x), (h0, w0), counts, strides))
+                assert_close(got, expected, atol=0)
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="only TF graphs have unknown spatial sizes inside call()")
 @pytest.mark.parametrize("factory", [lambda: HetConv2D(8, 3, strides=2, part=2), lambda: CompConv2D(12, 3, strides=2, depth=2)])
 def test_dynamic_spatial_shapes_in_tf_graph(rng, factory):

@@ -58,12 +58,13 @@ def test_topological_projection_sparsity_and_output(rng, c_in, filters, grid, wi
         (16, 16, (4, 4), (3, 3), 1),  # offsets -1..1 wrap both ways
     ],
 )
-def test_topological_execution_forms_match_numpy(rng, execution, c_in, filters, grid, window, strides, data_format):
+@pytest.mark.parametrize("size", [(7, 5), (8, 6)])  # odd and even maps: two ways of subsampling
+def test_topological_execution_forms_match_numpy(rng, execution, c_in, filters, grid, window, strides, data_format, size):
     # Both exact forms against the NumPy reference built from the independent connectivity mask.
     layer = TopologicalProjection(filters, grid, window, strides=strides, data_format=data_format, execution=execution)
-    assert layer.execution_form((2, 7, 5, c_in)) == execution
-    x = rng.standard_normal((2, 7, 5, c_in)).astype("float32")
-    layer.build(x.shape if data_format == "channels_last" else (2, c_in, 7, 5))
+    assert layer.execution_form((2,) + size + (c_in,)) == execution
+    x = rng.standard_normal((2,) + size + (c_in,)).astype("float32")
+    layer.build(x.shape if data_format == "channels_last" else (2, c_in) + size)
     randomize(layer, rng)
     dense = reference.to_numpy(layer.dense_kernel())[0, 0]
     assert np.array_equal(dense != 0, expected_connectivity(c_in, filters, grid, window))
@@ -74,7 +75,7 @@ def test_topological_execution_forms_match_numpy(rng, execution, c_in, filters, 
     else:
         actual = reference.to_numpy(layer(x))
     assert_close(actual, expected)
-    shape = (7, 5, c_in) if data_format == "channels_last" else (c_in, 7, 5)
+    shape = size + (c_in,) if data_format == "channels_last" else (c_in,) + size
     assert layer.compute_macs(shape) == expected.shape[1] * expected.shape[2] * int((dense != 0).sum())
 
 
