@@ -218,8 +218,9 @@ class InterleavedGroupConv2D(EfficientConv2D):
         """Secondary with both interleaves folded: `S[a*M + j, f*M + j] = W[a, j*F + f]`, zeros elsewhere.
 
         A broadcast select of `W` against the `M x M` identity rather than a
-        gather: TensorFlow's GatherV2 (and its gradient, a segment sum) cost
-        several times the select at 256-512 filters.
+        gather: on torch the gather's scatter gradient made a training step
+        of a 7x7x512 layer at batch 8 take 18.1 ms against 15.4 ms with the
+        select; TensorFlow and JAX measured equal within noise.
         """
         l, m, n = self.primary_groups, self._m, self.filters
         f_per = n // m
