@@ -36,7 +36,7 @@ from keras_effconv.profiling import measure_latency
 from keras_effconv.profiling import measure_training_speed
 from keras_effconv.conv_methods import conv_method_names
 from papers import SIC_NETWORK_CLAIMS
-from results_file import write_results
+from results_file import save_results
 
 SIZE = 224
 BASELINE = "keras ResNet50"
@@ -145,7 +145,7 @@ def main(argv=None):
     suffix = "" if args.family == "effresnet50" else f"_{args.family}"
     if args.training:
         suffix = "_training"
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"applications{suffix}_{backend}.md")
+    name = f"applications{suffix}_{backend}.md"
     if args.training:
         lines = [
             f"# Training-step time on {backend}",
@@ -159,7 +159,7 @@ def main(argv=None):
         ]
         lines += training_table("resnet20", 128, repeats, args.warmup) + [""]
         lines += training_table("resnet50", 8, max(3, repeats // 2), args.warmup) + [""]
-        _write(out, "\n".join(lines))
+        save_results("\n".join(lines), name, args.out)
         return
 
     models = build_models(args.family)
@@ -183,12 +183,7 @@ def main(argv=None):
     progress.advance()
     lines += table(models, macs, 8, max(3, repeats // 2), args.warmup, progress) + [""]
     progress.finish()
-    _write(out, "\n".join(lines))
-
-
-def _write(out, text):
-    write_results(text, out)
-    print(text)
+    save_results("\n".join(lines), name, args.out)
 
 
 if __name__ == "__main__":

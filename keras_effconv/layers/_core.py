@@ -692,7 +692,7 @@ def every_nth(x, starts, counts, strides):
     offsets = []
     for start, count, stride, length in ((h0, nh, sh, height), (w0, nw, sw, width)):
         j = max(0, start + count * stride - length)
-        if count * stride > length or j > min(start, stride - 1):
+        if j > min(start, stride - 1):  # also when count * stride > length (then j > start)
             return plain
         offsets.append(j)
     (jh, jw) = offsets
