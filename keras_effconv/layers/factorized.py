@@ -370,26 +370,26 @@ class TopologicalProjection(EfficientConv2D):
             input_channels, self.filters, self.grid, self.window
         )
         rows = int(connected[:, 0].sum())
+        # Output j's compact rows are its connected inputs in ascending order: the
+        # window's cells, each a run of s_in channels, so row k * s_in + u is
+        # channel u of the k-th lowest cell of j's window ("chunk" k).
         self.kernel = self._add_kernel("kernel", (1, 1, rows, self.filters))
-        rank = np.cumsum(connected, axis=0) - 1
-        cols = np.broadcast_to(np.arange(self.filters), connected.shape)
-        self._dense_map = np.where(connected, rank * self.filters + cols, -1).astype(np.int32).reshape(
-            1, 1, input_channels, self.filters
-        )
-        # Offset o's grouped kernel: row i of output j's group is the dense row
-        # of input channel input_orders[o][cell(j) * s_in + i].
-        s_in, s_out = input_channels // cells, self.filters // cells
+        s_in = input_channels // cells
+        chunks = rows // s_in
+        window_cells = np.nonzero(connected[::s_in, :: self.filters // cells].T)[1].reshape(cells, chunks)
+        # chunk_cell[k, i, q]: chunk k of output cell q is input cell i.
+        chunk_cell = np.zeros((chunks, cells, cells), dtype=bool)
+        for k in range(chunks):
+            chunk_cell[k, window_cells[:, k], np.arange(cells)] = True
+        self._dense_masks = chunk_cell.reshape(chunks, cells, 1, cells, 1)
+        # Offset o's grouped conv reads input cell input_orders[o] at its group q:
+        # offset_chunk[o, k, q] says whether that cell is chunk k of output cell q.
         self._offsets = topological_offsets(self.window)
         self._input_orders = [cell_shift_order(input_channels, self.grid, o) for o in self._offsets]
-        j = np.arange(self.filters)
-        group_rows = np.stack(
-            [order.reshape(cells, s_in)[j // s_out].T for order in self._input_orders]
-        )  # (offsets, s_in, filters): input channel per (row, output)
-        dense = self._dense_map.reshape(input_channels, self.filters)
-        self._group_map = _core.GatherIndex(
-            dense[group_rows, j].reshape(len(self._offsets), 1, 1, s_in, self.filters)
+        read_cells = np.stack([order[::s_in] // s_in for order in self._input_orders])  # (offsets, cells)
+        self._offset_masks = chunk_cell[:, read_cells, np.arange(cells)].transpose(1, 0, 2).reshape(
+            len(self._offsets), chunks, 1, cells, 1
         )
-        self._dense_map = _core.GatherIndex(self._dense_map)
         self.connectivity = connected
 
     def _auto_execution(self, input_shape, training):
@@ -419,7 +419,7 @@ class TopologicalProjection(EfficientConv2D):
                 x = x[:, ::sh, ::sw, :]
             else:
                 x = x[:, :, ::sh, ::sw]
-        kernels = _core.gather_from_parts([self.kernel], self._group_map)
+        kernels = self._group_kernels()
         y = None
         for o, shift in enumerate(self._offsets):
             view = _core.roll_channel_grid(x, self.grid, shift, self.data_format)
@@ -439,7 +439,41 @@ class TopologicalProjection(EfficientConv2D):
             ValueError: if the layer is not built.
         """
         self._require_built()
-        return _core.gather_from_parts([self.kernel], self._dense_map)
+        return _core.reuse_while_unchanged(self, [self.kernel], self._dense_from_compact, name="dense")
+
+    def _chunks(self, kernel):
+        """The compact kernel as `(chunks, s_in, cells, s_out)`: chunk k, channel u, output cell q, output t."""
+        cells = self.grid[0] * self.grid[1]
+        chunks = self._dense_masks.shape[0]
+        return ops.reshape(kernel, (chunks, -1, cells, self.filters // cells))
+
+    # Both kernels are sums of the compact chunks times 0/1 masks rather than gathers:
+    # the gradient is then a multiply too (a gather's is a scatter, slow on torch), and
+    # TensorFlow builds the kernel without copying the weights into a gather pool.
+
+    def _dense_from_compact(self, parts):
+        w = self._chunks(parts[0])
+        dense = None
+        for k in range(w.shape[0]):
+            term = w[k] * ops.convert_to_tensor(self._dense_masks[k], dtype=w.dtype)  # (cells, s_in, cells, s_out)
+            dense = term if dense is None else dense + term
+        return ops.reshape(dense, (1, 1, self.input_channels, self.filters))
+
+    def _group_kernels(self):
+        """Offset o's grouped `(1, 1, s_in, filters)` kernel, for every offset (the rolled form)."""
+
+        def build(parts):
+            w = self._chunks(parts[0])
+            kernels = []
+            for masks in self._offset_masks:
+                kernel = None
+                for k in range(w.shape[0]):
+                    term = w[k] * ops.convert_to_tensor(masks[k], dtype=w.dtype)  # (s_in, cells, s_out)
+                    kernel = term if kernel is None else kernel + term
+                kernels.append(ops.reshape(kernel, (1, 1, -1, self.filters)))
+            return kernels
+
+        return _core.reuse_while_unchanged(self, [self.kernel], build, name="groups")
 
     def inference_form(self, input_shape=None):
         """The projection in both exact forms, and which one the layer runs.
@@ -468,7 +502,7 @@ class TopologicalProjection(EfficientConv2D):
             strides=self.strides,
             dense_kernel=self._numpy(self.dense_kernel()),
             input_orders=[order.copy() for order in self._input_orders],
-            group_kernels=self._numpy(_core.gather_from_parts([self.kernel], self._group_map)),
+            group_kernels=np.stack([self._numpy(k) for k in self._group_kernels()]),
             bias=self._numpy(self.bias),
         )
 
