@@ -301,8 +301,11 @@ def _torch_tracing(tensor):
 
 def conv(x, kernel, strides=1, padding="same", dilation_rate=1, data_format="channels_last"):
     """`keras.ops.conv` (a grouped kernel `(kh, kw, C_in/g, C_out)` gives g groups), without layout copies on torch."""
-    if keras.backend.backend() == "torch":
+    backend = keras.backend.backend()
+    if backend == "torch":
         return _torch_conv(x, kernel, strides, padding, dilation_rate, data_format)
+    if backend == "jax" and tuple(kernel.shape[:2]) == (1, 1) and kernel.shape[2] == x.shape[channel_axis(data_format)]:
+        return _pointwise_matmul(x, kernel, strides, data_format)
     return ops.conv(
         x,
         kernel,
@@ -311,6 +314,29 @@ def conv(x, kernel, strides=1, padding="same", dilation_rate=1, data_format="cha
         dilation_rate=dilation_rate,
         data_format=data_format,
     )
+
+
+def _pointwise_matmul(x, kernel, strides, data_format):
+    """A 1x1 convolution as one matrix product over the flattened pixels (JAX).
+
+    XLA:CPU runs a 1x1 convolution, and above all its gradients, well below
+    its matrix-product rate: at batch 8, 56x56, 256 -> 64 channels the
+    convolution took 12.0 ms forward and 101.7 ms forward + backward against
+    6.1 / 19.9 ms as a product (28x28, 512 -> 128: 8.7 / 50.4 against
+    3.5 / 12.2; batch 128, 28x28, 16 -> 16: 1.1 / 12.2 against 0.9 / 3.1).
+    Padding never applies to a 1x1 kernel; strides subsample first.
+    """
+    sh, sw = normalize_tuple(strides, 2, "strides")
+    matrix = ops.reshape(kernel, kernel.shape[2:])
+    if data_format == "channels_last":
+        if (sh, sw) != (1, 1):
+            x = x[:, ::sh, ::sw, :]
+        shape = ops.shape(x)
+        y = ops.matmul(ops.reshape(x, (-1, shape[3])), matrix)
+        return ops.reshape(y, (shape[0], shape[1], shape[2], matrix.shape[1]))
+    if (sh, sw) != (1, 1):
+        x = x[:, :, ::sh, ::sw]
+    return ops.einsum("bchw,cf->bfhw", x, matrix)
 
 
 def _torch_conv(x, kernel, strides, padding, dilation_rate, data_format):
