@@ -301,11 +301,10 @@ def _torch_tracing(tensor):
 
 def conv(x, kernel, strides=1, padding="same", dilation_rate=1, data_format="channels_last"):
     """`keras.ops.conv` (a grouped kernel `(kh, kw, C_in/g, C_out)` gives g groups), without layout copies on torch."""
-    backend = keras.backend.backend()
-    if backend == "torch":
-        return _torch_conv(x, kernel, strides, padding, dilation_rate, data_format)
-    if backend == "jax" and tuple(kernel.shape[:2]) == (1, 1) and kernel.shape[2] == x.shape[channel_axis(data_format)]:
+    if _pointwise_as_matmul(x, kernel, data_format):
         return _pointwise_matmul(x, kernel, strides, data_format)
+    if keras.backend.backend() == "torch":
+        return _torch_conv(x, kernel, strides, padding, dilation_rate, data_format)
     return ops.conv(
         x,
         kernel,
@@ -316,14 +315,36 @@ def conv(x, kernel, strides=1, padding="same", dilation_rate=1, data_format="cha
     )
 
 
-def _pointwise_matmul(x, kernel, strides, data_format):
-    """A 1x1 convolution as one matrix product over the flattened pixels (JAX).
+def _pointwise_as_matmul(x, kernel, data_format):
+    """Whether `conv` runs this (ungrouped 1x1) convolution as a matrix product.
 
-    XLA:CPU runs a 1x1 convolution, and above all its gradients, well below
-    its matrix-product rate: at batch 8, 56x56, 256 -> 64 channels the
-    convolution took 12.0 ms forward and 101.7 ms forward + backward against
-    6.1 / 19.9 ms as a product (28x28, 512 -> 128: 8.7 / 50.4 against
-    3.5 / 12.2; batch 128, 28x28, 16 -> 16: 1.1 / 12.2 against 0.9 / 3.1).
+    JAX: always. XLA:CPU runs a 1x1 convolution, and above all its
+    gradients, well below its matrix-product rate: at batch 8, 56x56,
+    256 -> 64 channels the convolution took 12.0 ms forward and 101.7 ms
+    forward + backward against 6.1 / 19.9 ms as a product (28x28,
+    512 -> 128: 8.7 / 50.4 against 3.5 / 12.2; batch 128, 28x28, 16 -> 16:
+    1.1 / 12.2 against 0.9 / 3.1).
+    torch (channels_last): on maps smaller than 56x56. Its convolution is
+    the faster one at 56x56 (256 -> 64, batch 8: 3.9 / 13.6 ms against
+    4.3 / 15.0), the product below (7x7, 2048 -> 512: 8.1 / 21.0 against
+    3.2 / 10.4; 14x14, 1024 -> 256: 3.5 / 11.2 against 3.1 / 9.6; batch
+    128, 28x28, 16 -> 16: 1.35 / 4.4 against 0.55 / 3.4).
+    TensorFlow: never (its 1x1 convolution and product measured equal).
+    """
+    if tuple(kernel.shape[:2]) != (1, 1) or kernel.shape[2] != x.shape[channel_axis(data_format)]:
+        return False
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "torch" and data_format == "channels_last":
+        h, w = x.shape[1:3]
+        return h is not None and w is not None and h * w < 56 * 56
+    return False
+
+
+def _pointwise_matmul(x, kernel, strides, data_format):
+    """A 1x1 convolution as one matrix product over the flattened pixels (see `_pointwise_as_matmul`).
+
     Padding never applies to a 1x1 kernel; strides subsample first.
     """
     sh, sw = normalize_tuple(strides, 2, "strides")
