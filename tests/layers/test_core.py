@@ -238,3 +238,40 @@ def test_tf_depthwise_inside_xla_runs_the_shift_form_with_its_own_gradient(rng, 
     assert_close(y, y_ref)
     assert_close(grad_k, _depthwise_kernel_gradient(x, cotangent, k.shape, strides, padding, dilation))
     assert_close(grad_x, _depthwise_input_gradient(x, k, cotangent, strides, padding, dilation))
+
+
+class _Pointwise(keras.layers.Layer):
+    """`_core.conv` with a 1x1 kernel (a matrix product on JAX, and on torch below 56x56) as a trainable weight."""
+
+    def __init__(self, kernel, strides, padding, data_format):
+        super().__init__()
+        self.initial, self.geometry = kernel, dict(strides=strides, padding=padding, data_format=data_format)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=self.initial.shape, initializer=keras.initializers.Constant(self.initial))
+
+    def call(self, x, training=None):
+        return _core.conv(x, self.kernel, **self.geometry)
+
+
+@pytest.mark.parametrize("size", [(9, 10), (8, 8)])
+@pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "same"), (2, "valid"), ((1, 3), "valid")])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_pointwise_conv_and_its_kernel_gradient_match_reference(rng, size, strides, padding, data_format):
+    # Whichever path runs (convolution, or the matrix product over the pixels), output and
+    # kernel gradient equal the NumPy convolution's, strides and both layouts included.
+    from conftest import weight_gradients
+
+    x = rng.standard_normal((2,) + size + (6,)).astype("float32")
+    k = rng.standard_normal((1, 1, 6, 5)).astype("float32")
+    strides = strides if isinstance(strides, tuple) else (strides, strides)
+    expected = reference.conv2d(x, k, strides, padding)
+    cotangent = rng.standard_normal(expected.shape).astype("float32")
+    grad_expected = reference.conv2d_kernel_gradient(x, cotangent, k.shape, strides, padding)
+    if data_format == "channels_first":
+        x, cotangent = x.transpose(0, 3, 1, 2), cotangent.transpose(0, 3, 1, 2)
+        expected = expected.transpose(0, 3, 1, 2)
+    layer = _Pointwise(k, strides, padding, data_format)
+    assert_close(reference.to_numpy(layer(x)), expected)
+    (grad,) = weight_gradients(layer, x, cotangent)
+    assert_close(grad, grad_expected)
