@@ -324,11 +324,14 @@ def _pointwise_as_matmul(x, kernel, data_format):
     forward + backward against 6.1 / 19.9 ms as a product (28x28,
     512 -> 128: 8.7 / 50.4 against 3.5 / 12.2; batch 128, 28x28, 16 -> 16:
     1.1 / 12.2 against 0.9 / 3.1).
-    torch (channels_last): on maps smaller than 56x56. Its convolution is
-    the faster one at 56x56 (256 -> 64, batch 8: 3.9 / 13.6 ms against
-    4.3 / 15.0), the product below (7x7, 2048 -> 512: 8.1 / 21.0 against
-    3.2 / 10.4; 14x14, 1024 -> 256: 3.5 / 11.2 against 3.1 / 9.6; batch
-    128, 28x28, 16 -> 16: 1.35 / 4.4 against 0.55 / 3.4).
+    torch (channels_last): inference on maps smaller than 56x56. Its
+    convolution is the faster one at 56x56 (256 -> 64, batch 8: 3.9 ms
+    against 4.3), the product below (7x7, 2048 -> 512: 8.1 against 3.2 ms;
+    14x14, 1024 -> 256: 3.5 against 3.1; batch 128, 28x28, 16 -> 16: 1.35
+    against 0.55). Not in training: although one layer's forward + backward
+    measured faster as a product (7x7, 2048 -> 512: 21.0 against 10.4 ms),
+    EffResNet50's factorized training step did not (median 1576 ms with
+    convolutions, 1870 with products, interleaved).
     TensorFlow: never (its 1x1 convolution and product measured equal).
     """
     if tuple(kernel.shape[:2]) != (1, 1) or kernel.shape[2] != x.shape[channel_axis(data_format)]:
@@ -337,8 +340,10 @@ def _pointwise_as_matmul(x, kernel, data_format):
     if backend == "jax":
         return True
     if backend == "torch" and data_format == "channels_last":
+        import torch
+
         h, w = x.shape[1:3]
-        return h is not None and w is not None and h * w < 56 * 56
+        return not torch.is_grad_enabled() and h is not None and w is not None and h * w < 56 * 56
     return False
 
 
