@@ -383,7 +383,7 @@ class TopologicalProjection(EfficientConv2D):
             chunk_cell[k, window_cells[:, k], np.arange(cells)] = True
         self._dense_masks = chunk_cell.reshape(chunks, cells, 1, cells, 1)
         # Offset o's grouped conv reads input cell input_orders[o] at its group q:
-        # offset_chunk[o, k, q] says whether that cell is chunk k of output cell q.
+        # _offset_masks[o, k, 0, q] says whether that cell is chunk k of output cell q.
         self._offsets = topological_offsets(self.window)
         self._input_orders = [cell_shift_order(input_channels, self.grid, o) for o in self._offsets]
         read_cells = np.stack([order[::s_in] // s_in for order in self._input_orders])  # (offsets, cells)
