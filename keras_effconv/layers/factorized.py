@@ -452,11 +452,7 @@ class TopologicalProjection(EfficientConv2D):
     # TensorFlow builds the kernel without copying the weights into a gather pool.
 
     def _dense_from_compact(self, parts):
-        w = self._chunks(parts[0])
-        dense = None
-        for k in range(w.shape[0]):
-            term = w[k] * ops.convert_to_tensor(self._dense_masks[k], dtype=w.dtype)  # (cells, s_in, cells, s_out)
-            dense = term if dense is None else dense + term
+        dense = _masked_chunk_sum(self._chunks(parts[0]), self._dense_masks)  # (cells, s_in, cells, s_out)
         return ops.reshape(dense, (1, 1, self.input_channels, self.filters))
 
     def _group_kernels(self):
@@ -464,14 +460,8 @@ class TopologicalProjection(EfficientConv2D):
 
         def build(parts):
             w = self._chunks(parts[0])
-            kernels = []
-            for masks in self._offset_masks:
-                kernel = None
-                for k in range(w.shape[0]):
-                    term = w[k] * ops.convert_to_tensor(masks[k], dtype=w.dtype)  # (s_in, cells, s_out)
-                    kernel = term if kernel is None else kernel + term
-                kernels.append(ops.reshape(kernel, (1, 1, -1, self.filters)))
-            return kernels
+            # Each offset's kernel is (s_in, cells, s_out): one chunk per output cell.
+            return [ops.reshape(_masked_chunk_sum(w, masks), (1, 1, -1, self.filters)) for masks in self._offset_masks]
 
         return _core.reuse_while_unchanged(self, [self.kernel], build, name="groups")
 
@@ -517,6 +507,15 @@ class TopologicalProjection(EfficientConv2D):
             config.pop(name)
         config.update({"grid": self.grid, "window": self.window, "execution": self.execution})
         return config
+
+
+def _masked_chunk_sum(chunks, masks):
+    """`sum_k chunks[k] * masks[k]`, the 0/1 masks broadcast and cast to the chunks' dtype."""
+    total = None
+    for k in range(chunks.shape[0]):
+        term = chunks[k] * ops.convert_to_tensor(masks[k], dtype=chunks.dtype)
+        total = term if total is None else total + term
+    return total
 
 
 def _projection(filters, topology, layer, name, input_channels, use_bias):
