@@ -156,18 +156,18 @@ def test_torch_trace_first_leaves_no_fake_tensor_in_the_caches(rng):
     assert_close(eager, reference.conv2d(x, kernel))
 
 
-class _ShiftDepthwise(keras.layers.Layer):
-    """The shift-form depthwise convolution with its kernel as a trainable weight."""
+class _KernelAsWeight(keras.layers.Layer):
+    """`op(x, kernel)` for one `_core` primitive, with `kernel` as a trainable weight (so gradients reach it)."""
 
-    def __init__(self, kernel, strides, padding, dilation):
+    def __init__(self, kernel, op):
         super().__init__()
-        self.initial, self.geometry = kernel, (strides, padding, dilation)
+        self.initial, self.op = kernel, op
 
     def build(self, input_shape):
         self.kernel = self.add_weight(shape=self.initial.shape, initializer=keras.initializers.Constant(self.initial))
 
     def call(self, x, training=None):
-        return _core.depthwise_conv(x, self.kernel, *self.geometry, "channels_last", form="shift")
+        return self.op(x, self.kernel)
 
 
 @pytest.mark.parametrize("strides, padding, dilation", [(1, "same", 1), (2, "same", 1), (2, "valid", 1), (1, "same", 2)])
@@ -179,7 +179,9 @@ def test_shift_depthwise_gradients_match_reference(rng, strides, padding, dilati
 
     x = rng.standard_normal((2, 9, 8, 3)).astype("float32")
     k = rng.standard_normal((3, 3, 3, multiplier)).astype("float32")
-    layer = _ShiftDepthwise(k, strides, padding, dilation)
+    layer = _KernelAsWeight(
+        k, lambda v, kernel: _core.depthwise_conv(v, kernel, strides, padding, dilation, "channels_last", form="shift")
+    )
     y = reference.to_numpy(layer(x))
     cotangent = rng.standard_normal(y.shape).astype("float32")
     (grad,) = weight_gradients(layer, x, cotangent)
@@ -240,20 +242,6 @@ def test_tf_depthwise_inside_xla_runs_the_shift_form_with_its_own_gradient(rng, 
     assert_close(grad_x, _depthwise_input_gradient(x, k, cotangent, strides, padding, dilation))
 
 
-class _Pointwise(keras.layers.Layer):
-    """`_core.conv` with a 1x1 kernel (a matrix product on JAX, and in torch inference below 56x56) as a trainable weight."""
-
-    def __init__(self, kernel, strides, padding, data_format):
-        super().__init__()
-        self.initial, self.geometry = kernel, dict(strides=strides, padding=padding, data_format=data_format)
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(shape=self.initial.shape, initializer=keras.initializers.Constant(self.initial))
-
-    def call(self, x, training=None):
-        return _core.conv(x, self.kernel, **self.geometry)
-
-
 @pytest.mark.parametrize("size", [(9, 10), (8, 8)])
 @pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "same"), (2, "valid"), ((1, 3), "valid")])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
@@ -271,7 +259,10 @@ def test_pointwise_conv_and_its_kernel_gradient_match_reference(rng, size, strid
     if data_format == "channels_first":
         x, cotangent = x.transpose(0, 3, 1, 2), cotangent.transpose(0, 3, 1, 2)
         expected = expected.transpose(0, 3, 1, 2)
-    layer = _Pointwise(k, strides, padding, data_format)
+    # `_core.conv` with a 1x1 kernel: a matrix product on JAX, and in torch inference below 56x56.
+    layer = _KernelAsWeight(
+        k, lambda v, kernel: _core.conv(v, kernel, strides=strides, padding=padding, data_format=data_format)
+    )
     assert_close(reference.to_numpy(layer(x)), expected)
     if BACKEND == "torch":
         import torch
