@@ -109,6 +109,14 @@ class ConvMethod:
         make_layer: `(conv2d_config, method_config) -> layer`: builds the
             replacement of one `Conv2D`; default passes
             `conv2d_arguments(conv2d_config)` and `method_config` to `layer`.
+        relabelled_channels: `{"inputs": argument, "outputs": argument}`
+            (either key optional): the layer's bool arguments that make it
+            take its input channels, or return its output channels, in
+            another order in which it runs faster (HetConv's blocked order).
+            The networks set them where the neighbour on that side is a
+            learned convolution reached through per-channel layers only, so
+            that its weights absorb the relabelling; `convert()` leaves them
+            off.
     """
 
     name: str
@@ -117,6 +125,7 @@ class ConvMethod:
     summary: str
     replaces: Callable = spatial_conv_only
     make_layer: Optional[Callable] = None
+    relabelled_channels: dict = dataclasses.field(default_factory=dict)
 
     def config_arguments(self):
         """The names `conv_config` may set: the layer's own constructor arguments."""
@@ -149,7 +158,8 @@ _REGISTRY = {}
 
 
 def register_conv_method(
-    name, layer, default_config=None, summary="", replaces=None, make_layer=None, overwrite=False
+    name, layer, default_config=None, summary="", replaces=None, make_layer=None, overwrite=False,
+    relabelled_channels=None,
 ):
     """Registers a convolution method under `name`.
 
@@ -170,6 +180,9 @@ def register_conv_method(
         make_layer: optional `(conv2d_config, method_config) -> layer` for a
             layer whose arguments differ from `Conv2D`'s.
         overwrite: replace an existing registration of `name`.
+        relabelled_channels: optional `{"inputs": argument, "outputs":
+            argument}` naming the layer's bool arguments for a faster channel
+            order on that side (see `ConvMethod`).
 
     Returns:
         The registered `ConvMethod`.
@@ -177,7 +190,8 @@ def register_conv_method(
     Raises:
         ValueError: for a bad name, a name already registered (without
             `overwrite`), a `layer` that is not a Layer subclass, or a
-            `default_config` naming an argument the layer does not have.
+            `default_config` or `relabelled_channels` naming an argument the
+            layer does not have.
 
     Example:
 
@@ -197,6 +211,7 @@ def register_conv_method(
     if layer is not None and not (isinstance(layer, type) and issubclass(layer, keras.layers.Layer)):
         raise _validation.invalid_value("layer", "expected a keras.layers.Layer subclass or None", layer)
     default_config = dict(default_config or {})
+    relabelled_channels = dict(relabelled_channels or {})
     method = ConvMethod(
         name=name,
         layer=layer,
@@ -204,11 +219,20 @@ def register_conv_method(
         summary=str(summary),
         replaces=replaces or spatial_conv_only,
         make_layer=make_layer,
+        relabelled_channels=relabelled_channels,
     )
     unknown = sorted(set(default_config) - method.config_arguments())
     if unknown and make_layer is None:
         raise _validation.invalid_value(
             "default_config", f"{layer.__name__} has no argument(s) {unknown}", default_config
+        )
+    if set(relabelled_channels) - {"inputs", "outputs"} or (
+        relabelled_channels and not set(relabelled_channels.values()) <= method.config_arguments()
+    ):
+        raise _validation.invalid_value(
+            "relabelled_channels",
+            "expected keys 'inputs'/'outputs' naming bool arguments of the layer",
+            relabelled_channels,
         )
     _REGISTRY[name] = method
     return method
@@ -280,6 +304,7 @@ register_conv_method(
     effconv_layers.HetConv2D,
     {"part": 4},
     summary="HetConv (Singh et al., CVPR 2019): k x k kernels on 1/P of the input channels, 1x1 on the rest",
+    relabelled_channels={"inputs": "blocked_inputs", "outputs": "blocked_outputs"},
 )
 register_conv_method(
     "igc",

@@ -16,7 +16,12 @@ convolutions standard and replaces the spatial ones):
   its channel counts;
 - the replacement keeps the layer's name, filters, kernel size, strides,
   padding, dilation, data format, activation, bias, initializers,
-  regularizers, constraints and dtype policy; its weights are new.
+  regularizers, constraints and dtype policy; its weights are new;
+- where the network builder says that the channel order on a side is free
+  (the neighbour there is a learned convolution reached through per-channel
+  layers only, e.g. the 3x3 of a ResNet bottleneck between its 1x1s), a
+  method with `relabelled_channels` runs in its faster channel order there
+  unless `conv_config` sets that argument; `convert()` never says so.
 
 `conv_config` holds the method's own arguments (merged over its registered
 defaults) and may also hold `min_input_channels`.
@@ -81,6 +86,7 @@ class ConvReplacer:
         self.method = get_conv_method(conv)
         self.conv = conv
         self.method_config, self.min_input_channels = resolve_conv_config(conv, conv_config)
+        self._user_arguments = set(conv_config or {})
         self.only = None if only is None else set(only)
         self.replaced = []
         self.skipped = []
@@ -89,12 +95,17 @@ class ConvReplacer:
         self.skipped.append({"name": layer.name, "reason": reason})
         return None
 
-    def replacement(self, conv_layer, input_shape):
+    def replacement(self, conv_layer, input_shape, free_input_order=False, free_output_order=False):
         """Returns the built efficient layer replacing `conv_layer`, or None.
 
         Args:
             conv_layer: a `keras.layers.Conv2D` (built or not).
             input_shape: its input shape, batch dimension included.
+            free_input_order: whether the input comes from a learned
+                convolution through per-channel layers only (its channels
+                may be relabelled).
+            free_output_order: whether the output goes only to learned
+                convolutions through per-channel layers.
         """
         if self.only is not None and conv_layer.name not in self.only:
             return self._skip(conv_layer, "not listed in `layers`")
@@ -114,8 +125,13 @@ class ConvReplacer:
                 f"reads {input_channels} channels < min_input_channels="
                 f"{self.min_input_channels} (image stem)",
             )
+        method_config = dict(self.method_config)
+        for side, free in (("inputs", free_input_order), ("outputs", free_output_order)):
+            argument = self.method.relabelled_channels.get(side)
+            if free and argument and argument not in self._user_arguments:
+                method_config[argument] = True
         try:
-            layer = self.method.build_layer(config, self.method_config)
+            layer = self.method.build_layer(config, method_config)
             layer.build(tuple(input_shape))
         except ValueError as error:
             return self._skip(conv_layer, f"{self.method.layer.__name__} does not apply: {error}")
@@ -145,8 +161,8 @@ class ConvReplacer:
         replacer checks there that its spatial bottlenecks fit the maps).
         """
 
-    def __call__(self, conv_layer, inputs):
-        """Applies `conv_layer` or its replacement to the Keras tensor `inputs`."""
-        layer = self.replacement(conv_layer, tuple(inputs.shape))
+    def __call__(self, conv_layer, inputs, free_input_order=False, free_output_order=False):
+        """Applies `conv_layer` or its replacement to the Keras tensor `inputs` (see `replacement`)."""
+        layer = self.replacement(conv_layer, tuple(inputs.shape), free_input_order, free_output_order)
         return (layer or conv_layer)(inputs)
 

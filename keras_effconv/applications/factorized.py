@@ -194,7 +194,8 @@ class _SICReplacer:
     def require_replacements(self, what):
         """Every non-stem convolution is replaced by construction: nothing to check."""
 
-    def __call__(self, conv_layer, inputs):
+    def __call__(self, conv_layer, inputs, free_input_order=False, free_output_order=False):
+        # The SIC layers have no faster channel order: the hints change nothing here.
         layer = None
         if conv_layer.name not in _STEMS:
             if conv_layer.kernel_size == (1, 1):

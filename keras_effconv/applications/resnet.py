@@ -52,10 +52,12 @@ def basic_block(x, filters, replace, stride=1, name=None, bn_kwargs=None):
         shortcut = batch_norm("0_bn")(shortcut)
     else:
         shortcut = x
-    x = replace(Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv"), x)
+    # The 3x3s' shared side (block input, residual sum) keeps its order; between them it is free.
+    x = replace(Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv"), x,
+                free_output_order=True)
     x = batch_norm("1_bn")(x)
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = replace(Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv"), x)
+    x = replace(Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv"), x, free_input_order=True)
     x = batch_norm("2_bn")(x)
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
@@ -73,7 +75,9 @@ def _residual_block(x, filters, replace, stride=1, conv_shortcut=True, name=None
     x = replace(Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv"), x)
     x = BatchNormalization(axis=bn_axis, epsilon=1.001e-5, name=f"{name}_1_bn")(x)
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = replace(Conv2D(filters, 3, padding="SAME", name=f"{name}_2_conv"), x)
+    # Between the bottleneck's 1x1s (through batch norm and ReLU): both channel orders are free.
+    x = replace(Conv2D(filters, 3, padding="SAME", name=f"{name}_2_conv"), x,
+                free_input_order=True, free_output_order=True)
     x = BatchNormalization(axis=bn_axis, epsilon=1.001e-5, name=f"{name}_2_bn")(x)
     x = keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
     x = replace(Conv2D(4 * filters, 1, name=f"{name}_3_conv"), x)
@@ -111,8 +115,10 @@ def build_resnet(
 ):
     """keras' ResNet v1 of `depth_name` whose convolutions go through a replacer.
 
-    `make_replacer()` returns the callable `replace(conv2d, x)` (e.g. a
-    `ConvReplacer`, or the SIC networks' replacer) after validating its
+    `make_replacer()` returns the callable `replace(conv2d, x,
+    free_input_order=False, free_output_order=False)` (e.g. a
+    `ConvReplacer`, or the SIC networks' replacer; the two hints say where a
+    convolution's channel order is free, see `conv_types`) after validating its
     arguments; its `check_input(img_input)` runs once the input is known and
     `require_replacements(what)` at the end. `model_label` names the network
     in the weights message. `stem_filters` and `stage_filters` (conv2 ..

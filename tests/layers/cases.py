@@ -7,6 +7,7 @@ INPUT_CHANNELS = 8
 LAYER_CASES = {
     "hetconv": lambda **kw: layers.HetConv2D(8, 3, part=4, **kw),
     "hetconv_strided": lambda **kw: layers.HetConv2D(8, 3, strides=2, part=2, **kw),
+    "hetconv_blocked": lambda **kw: layers.HetConv2D(8, 3, part=4, blocked_inputs=True, blocked_outputs=True, **kw),
     "igc": lambda **kw: layers.InterleavedGroupConv2D(8, 3, primary_groups=2, secondary_groups=4, **kw),
     "compconv": lambda **kw: layers.CompConv2D(12, 3, depth=2, strides=2, **kw),
     "factorized": lambda **kw: layers.FactorizedConv2D(8, 3, num_units=2, activation="relu", **kw),

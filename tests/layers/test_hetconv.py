@@ -59,30 +59,79 @@ def test_matches_dense_conv_and_paper_rule(rng, strides, padding, part):
     assert_close(y, keras_ref)
 
 
-@pytest.mark.parametrize("form", HetConv2D.EXECUTION_FORMS)
-@pytest.mark.parametrize("strides, padding, part", [(1, "same", 4), (2, "valid", 4), (1, "same", 2), (1, "same", 3)])
-def test_every_execution_form_matches_paper_kernel_and_its_gradient(rng, form, strides, padding, part):
+def blocked_orders(c_in, n, part):
+    """Position r * (count / part) + u of a blocked side holds the paper's channel r + part * u."""
+    def order(count):
+        return np.array([r + part * u for r in range(part) for u in range(count // part)])
+
+    return order(c_in), order(n)
+
+
+def check_form_against_paper_kernel(rng, form, strides, padding, part, blocked_inputs=False, blocked_outputs=False):
     c_in, n = 12, 12
-    layer = HetConv2D(n, 3, strides=strides, padding=padding, part=part, use_bias=False, execution=form)
+    layer = HetConv2D(n, 3, strides=strides, padding=padding, part=part, use_bias=False, execution=form,
+                      blocked_inputs=blocked_inputs, blocked_outputs=blocked_outputs)
     x = rng.standard_normal((2, 9, 10, c_in)).astype("float32")
     layer.build(x.shape)
     assert layer.execution_form(x.shape, training=True) == form
+    in_order, out_order = blocked_orders(c_in, n, part)
+
+    def layer_kernel():
+        # The paper's kernel with the blocked sides' channels relabelled.
+        kernel = paper_kernel(layer, c_in)
+        if blocked_inputs:
+            kernel = kernel[:, :, in_order, :]
+        if blocked_outputs:
+            kernel = kernel[:, :, :, out_order]
+        return kernel
+
     # Distinct ids as weights: the paper rule's kernel then says where each free weight sits.
     offset = 0
     for variable in layer.trainable_variables:
         variable.assign(np.arange(offset + 1, offset + 1 + np.prod(variable.shape)).reshape(variable.shape).astype("float32"))
         offset += int(np.prod(variable.shape))
-    positions = paper_kernel(layer, c_in)
+    positions = layer_kernel()
     randomize(layer, rng)
-    expected_kernel = paper_kernel(layer, c_in)
+    expected_kernel = layer_kernel()
     y = reference.to_numpy(layer(x))
     assert_close(y, reference.conv2d(x, expected_kernel, (strides,) * 2, padding))
+    assert_close(reference.to_numpy(layer.dense_kernel()), expected_kernel, atol=0)
     cotangent = rng.standard_normal(y.shape).astype("float32")
     d_kernel = reference.conv2d_kernel_gradient(x, cotangent, expected_kernel.shape, (strides,) * 2, padding)
     # Each free weight's gradient: the dense-kernel gradient at its one position; masked positions reach none.
     expected = np.bincount(positions.astype(int).ravel(), weights=d_kernel.ravel(), minlength=offset + 1)[1:]
     got = np.concatenate([g.ravel() for g in weight_gradients(layer, x, cotangent)])
     assert_close(got, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("form", HetConv2D.EXECUTION_FORMS)
+@pytest.mark.parametrize("strides, padding, part", [(1, "same", 4), (2, "valid", 4), (1, "same", 2), (1, "same", 3)])
+def test_every_execution_form_matches_paper_kernel_and_its_gradient(rng, form, strides, padding, part):
+    check_form_against_paper_kernel(rng, form, strides, padding, part)
+
+
+@pytest.mark.parametrize("form", HetConv2D.EXECUTION_FORMS)
+@pytest.mark.parametrize("blocked_inputs, blocked_outputs", [(True, False), (False, True), (True, True)])
+def test_blocked_channel_orders_are_the_paper_layer_relabelled(rng, form, blocked_inputs, blocked_outputs):
+    check_form_against_paper_kernel(rng, form, 2, "valid", 4, blocked_inputs, blocked_outputs)
+
+
+def test_blocked_orders_skip_the_shuffles_and_say_so_in_their_inference_form():
+    layer = HetConv2D(8, 3, part=4, blocked_inputs=True, blocked_outputs=True)
+    layer.build((None, 6, 6, 16))
+    form = layer.inference_form()
+    assert np.array_equal(form.input_order, np.arange(16)) and np.array_equal(form.output_order, np.arange(8))
+    natural = HetConv2D(8, 3, part=4)
+    natural.build((None, 6, 6, 16))
+    in_order, out_order = blocked_orders(16, 8, 4)
+    assert np.array_equal(natural.inference_form().input_order, in_order)
+    assert np.array_equal(natural.inference_form().output_order, out_order)
+    restored = HetConv2D.from_config(layer.get_config())
+    assert restored.blocked_inputs and restored.blocked_outputs
+    with pytest.raises(TypeError, match="blocked_inputs.*bool"):
+        HetConv2D(8, 3, blocked_inputs="yes")
+    with pytest.raises(TypeError, match="blocked_outputs.*bool"):
+        HetConv2D(8, 3, blocked_outputs=1)
 
 
 def test_dilation_and_5x5(rng):
@@ -190,6 +239,18 @@ def test_auto_execution_rule(backend, channels, shape, training, expected):
     from keras_effconv.layers.hetconv import choose_hetconv_execution
 
     assert choose_hetconv_execution(4, channels, shape, "channels_last", training, backend, xla=False) == expected
+
+
+def test_auto_execution_keeps_the_grouped_form_on_large_maps_without_shuffles():
+    from keras_effconv.layers.hetconv import choose_hetconv_execution
+
+    shape = (8, 56, 56, 64)
+    assert choose_hetconv_execution(4, 64, shape, "channels_last", False, "tensorflow", xla=False, shuffles=0) == "grouped_dense"
+    assert choose_hetconv_execution(4, 64, shape, "channels_last", False, "tensorflow", xla=False, shuffles=1) == "grouped_dense"
+    layer = HetConv2D(64, 3, part=4, blocked_inputs=True, blocked_outputs=True)
+    layer.build((None, 56, 56, 64))
+    if BACKEND == "tensorflow":
+        assert layer.execution_form(shape) == "grouped_dense"
 
 
 @pytest.mark.parametrize(
