@@ -42,14 +42,24 @@ HETCONV_FORMS = ("grouped_dense", "per_class", "dense")
 
 
 # Fewest input channels per group (C_in / part) at which the exact forms beat the
-# dense-equivalent kernel, per backend: (inference, training step). Measured with
-# part=4 over ResNet-20 (28x28x16, 14x14x32, 7x7x64 at batch 128) and ResNet-50
-# (56x56x64 ... 7x7x512 at batch 8) shapes, speed against Conv2D (fwd / fwd+bwd):
-# with 4 channels per group the grouped form runs 0.30-0.49x on every backend and
-# the dense one 0.74-1.0x; with 8, dense wins on TF and torch (0.78-0.93x against
-# 0.54-0.86x) and the grouped form wins JAX training (1.24x); from 16 (TF, JAX)
-# or 32 (torch) channels per group the grouped form wins (1.1-2.2x).
-_HETCONV_MIN_GROUP_CHANNELS = {"tensorflow": (16, 16), "jax": (16, 8), "torch": (32, 32)}
+# dense-equivalent kernel, per backend and number of channel shuffles the grouped form
+# runs (2 in the paper's order, fewer with blocked sides): (inference, training step).
+# Measured with part=4 over ResNet-20 (28x28x16, 14x14x32, 7x7x64 at batch 128) and
+# ResNet-50 (56x56x64 ... 7x7x512 at batch 8) shapes, speed against Conv2D (fwd /
+# fwd+bwd): with 4 channels per group the grouped form runs 0.30-0.49x on every
+# backend with both shuffles (0.35-1.05x without) and the dense one 0.74-1.0x (up to
+# 1.7x on torch); with 8, dense wins on TF and torch (0.78-0.93x against 0.54-0.86x)
+# and the grouped form wins JAX training (1.24x); from 16 (TF training, JAX) or 32
+# (torch; TF inference, 0.91x against 0.96x at 7x7x64) the grouped form wins
+# (1.1-2.2x). Without both shuffles it wins earlier: TF 14x14x32 with none 1.06x /
+# 1.07x against 1.04x / 0.97x dense, with one 0.86x / 0.96x against 1.08x / 0.99x;
+# torch 7x7x64 with none 1.56x / 1.17x against 1.30x / 0.99x, with one 1.27x / 1.10x
+# against 1.31x / 1.00x; JAX's thresholds hold for every count.
+_HETCONV_MIN_GROUP_CHANNELS = {
+    "tensorflow": {2: (32, 16), 1: (16, 16), 0: (8, 8)},
+    "jax": {2: (16, 8), 1: (16, 8), 0: (16, 8)},
+    "torch": {2: (32, 32), 1: (16, 16), 0: (16, 16)},
+}
 # TensorFlow under XLA (`jit_compile=True`) runs grouped convolutions per group
 # (`_core.grouped_conv`), which measured 0.73x / 0.74x Conv2D at 7x7x64 (16
 # channels per group) and 0.96x / 0.85x at 28x28x128 (32), against 1.43x / 1.27x
@@ -95,7 +105,7 @@ def choose_hetconv_execution(
     if backend == "tensorflow" and xla:
         inference_min, training_min = _HETCONV_MIN_GROUP_CHANNELS_TF_XLA
     else:
-        inference_min, training_min = _HETCONV_MIN_GROUP_CHANNELS.get(backend, (16, 16))
+        inference_min, training_min = _HETCONV_MIN_GROUP_CHANNELS.get(backend, {}).get(shuffles, (16, 16))
     if input_channels // part < (training_min if training else inference_min):
         return "dense"
     if backend == "tensorflow" and not training and shuffles == 2 and input_shape is not None:

@@ -227,6 +227,7 @@ def test_part_must_divide_input_channels():
         ("tensorflow", 16, (128, 28, 28, 16), False, "dense"),  # 4 channels per group
         ("tensorflow", 64, (8, 56, 56, 64), False, "dense"),  # large map, inference
         ("tensorflow", 64, (8, 56, 56, 64), True, "grouped_dense"),
+        ("tensorflow", 64, (128, 7, 7, 64), False, "dense"),  # 16 per group, both shuffles
         ("tensorflow", 256, (8, 14, 14, 256), False, "grouped_dense"),
         ("jax", 32, (128, 14, 14, 32), False, "dense"),
         ("jax", 32, (128, 14, 14, 32), True, "grouped_dense"),
@@ -247,6 +248,10 @@ def test_auto_execution_keeps_the_grouped_form_on_large_maps_without_shuffles():
     shape = (8, 56, 56, 64)
     assert choose_hetconv_execution(4, 64, shape, "channels_last", False, "tensorflow", xla=False, shuffles=0) == "grouped_dense"
     assert choose_hetconv_execution(4, 64, shape, "channels_last", False, "tensorflow", xla=False, shuffles=1) == "grouped_dense"
+    # Fewer shuffles, fewer channels per group where the grouped form pays.
+    small = (128, 14, 14, 32)
+    assert choose_hetconv_execution(4, 32, small, "channels_last", True, "tensorflow", xla=False, shuffles=2) == "dense"
+    assert choose_hetconv_execution(4, 32, small, "channels_last", True, "tensorflow", xla=False, shuffles=0) == "grouped_dense"
     layer = HetConv2D(64, 3, part=4, blocked_inputs=True, blocked_outputs=True)
     layer.build((None, 56, 56, 64))
     if BACKEND == "tensorflow":
@@ -275,8 +280,8 @@ def test_auto_execution_rule_under_tensorflow_xla(channels, shape, training, exp
 def test_auto_execution_inside_a_tensorflow_xla_trace_matches_reference(rng):
     import tensorflow as tf
 
-    layer = HetConv2D(64, 3, part=4, use_bias=False)
-    x = rng.standard_normal((2, 5, 5, 64)).astype("float32")
+    layer = HetConv2D(128, 3, part=4, use_bias=False)
+    x = rng.standard_normal((2, 5, 5, 128)).astype("float32")
     layer.build(x.shape)
     traced = []
 
