@@ -151,6 +151,10 @@ def layer_specs():
         if method.layer is FactorizedConv2D:
             # The paper's unit ends with ReLU, so two units do not collapse into one linear map.
             variants.append(({"num_units": 2}, "relu"))
+        if method.relabelled_channels:
+            # As the networks run it between learned convolutions: channels in its faster order.
+            relabelled = {argument: True for argument in method.relabelled_channels.values()}
+            variants.append(({**method.default_config, **relabelled}, None))
         for config, activation in variants:
             arguments = [f"{k}={v}" for k, v in config.items()] + ([activation] if activation else [])
             label = f"{method.layer.__name__}({', '.join(arguments)})"
