@@ -79,7 +79,7 @@ def choose_hetconv_execution(
     function exactly, gradients still reaching only the free weights) runs
     faster. TensorFlow inference on maps of 56x56 or more also takes the
     dense form when both shuffles run (0.95x against 0.89x at 56x56x64;
-    without them the grouped form runs 1.34x). `"per_class"` (MAC-exact)
+    without them the grouped form runs 1.16-1.34x). `"per_class"` (MAC-exact)
     measured no faster than `"grouped_dense"` anywhere and is never chosen.
 
     Args:
@@ -154,8 +154,8 @@ class HetConv2D(EfficientConv2D):
     forms work on channels sorted by residue class (position `r * C_in/part
     + u` holds the paper's channel `r + part * u`) and shuffle into and out
     of that order, two memory passes over the maps that cost more than the
-    `k x k` MACs saved at 56x56x64 (TensorFlow, batch 8: 0.91x a Conv2D
-    with the shuffles, 1.34x without). With `blocked_inputs=True` the layer
+    `k x k` MACs saved at 56x56x64 (TensorFlow, batch 8: 0.84-0.91x a
+    Conv2D with the shuffles, 1.16-1.34x without, two runs). With `blocked_inputs=True` the layer
     takes its input channels already in that order, and with
     `blocked_outputs=True` it returns its output channels in it (output
     position `r * filters/part + t` is the paper's channel `r + part * t`):

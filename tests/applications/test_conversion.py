@@ -164,3 +164,38 @@ def test_lambda_layer_is_named_with_what_to_do():
         applications.convert(model, conv="hetconv")
     assert "Replace 'double' by a built-in Keras layer" in str(error.value)
     assert "loading function" not in str(error.value)
+
+
+def _hetconv_orders(model):
+    return {
+        layer.name: (layer.blocked_inputs, layer.blocked_outputs)
+        for layer in model.layers
+        if isinstance(layer, layers.HetConv2D)
+    }
+
+
+def test_networks_run_hetconv_blocked_only_where_a_learned_convolution_absorbs_the_relabelling(converted):
+    # Bottleneck 3x3s sit between two 1x1s: both sides free.
+    bottleneck = _hetconv_orders(applications.EffResNet50(include_top=False, input_shape=(64, 64, 3), conv="hetconv"))
+    assert len(bottleneck) == 16 and set(bottleneck.values()) == {(True, True)}
+    # Basic blocks: the block input and the residual sum keep the paper's order.
+    basic = _hetconv_orders(applications.EffResNet20(input_shape=(28, 28, 1), conv="hetconv"))
+    assert {name: order for name, order in basic.items() if name.endswith("_1_conv")} == {
+        name: (False, True) for name in basic if name.endswith("_1_conv")
+    }
+    assert {order for name, order in basic.items() if name.endswith("_2_conv")} == {(True, False)}
+    # convert() cannot see the neighbours: the paper's order everywhere.
+    assert set(_hetconv_orders(converted[0]).values()) == {(False, False)}
+    # conv_config overrides the hint.
+    natural = applications.EffResNet50(include_top=False, input_shape=(64, 64, 3), conv="hetconv",
+                                       conv_config={"blocked_outputs": False})
+    assert set(_hetconv_orders(natural).values()) == {(True, False)}
+
+
+def test_relabelled_channels_must_name_the_layer_s_arguments():
+    from keras_effconv.conv_methods import register_conv_method
+
+    with pytest.raises(ValueError, match="relabelled_channels"):
+        register_conv_method("bad_orders", layers.HetConv2D, relabelled_channels={"inputs": "no_such_argument"})
+    with pytest.raises(ValueError, match="relabelled_channels"):
+        register_conv_method("bad_orders", layers.HetConv2D, relabelled_channels={"middle": "blocked_inputs"})
