@@ -37,7 +37,10 @@ def EffVGG16(
     plus `conv`, `conv_config` and `style`. The recipe of
     `keras_effconv.applications.conv_types` replaces every 3x3 convolution
     except `block1_conv1`, which reads the image. `model.pyramid_outputs`
-    holds the five block outputs (`"P1"` .. `"P5"`, strides 2 to 32).
+    holds the five block outputs (`"P1"` .. `"P5"`, strides 2 to 32); with
+    `conv="hetconv"` their channels are in HetConv's blocked order
+    (`HetConv2D(blocked_outputs=True)`, a relabelling the next convolution
+    absorbs), except the network's output without `include_top`.
 
     Args:
         include_top: whether to include the classifier (`style="imagenet"`:
@@ -126,15 +129,22 @@ def build_vgg16(
     pyramid = {}  # the block outputs `block{1..5}_pool`, strides 2 to 32
     for block, (filters, convs) in enumerate(BLOCKS, start=1):
         for i in range(1, convs + 1):
+            # Between two convolutions (through batch norm, ReLU and pooling) the channel order is free;
+            # the image and, without the classifier's Dense, the network's output keep theirs.
+            orders = dict(
+                free_input_order=(block, i) != (1, 1),
+                free_output_order=include_top or (block, i) != (len(BLOCKS), convs),
+            )
             if cifar:
-                x = replace(keras.layers.Conv2D(filters, (3, 3), padding="same", name=f"block{block}_conv{i}"), x)
+                x = replace(keras.layers.Conv2D(filters, (3, 3), padding="same", name=f"block{block}_conv{i}"), x,
+                            **orders)
                 x = keras.layers.BatchNormalization(axis=bn_axis, momentum=0.9, name=f"block{block}_bn{i}")(x)
                 x = keras.layers.Activation("relu", name=f"block{block}_relu{i}")(x)
             else:
                 conv_layer = keras.layers.Conv2D(
                     filters, (3, 3), activation="relu", padding="same", name=f"block{block}_conv{i}"
                 )
-                x = replace(conv_layer, x)
+                x = replace(conv_layer, x, **orders)
         pool_padding = "same" if cifar else "valid"
         x = keras.layers.MaxPooling2D((2, 2), strides=(2, 2), padding=pool_padding, name=f"block{block}_pool")(x)
         pyramid[f"P{block}"] = x

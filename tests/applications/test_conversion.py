@@ -184,6 +184,11 @@ def test_networks_run_hetconv_blocked_only_where_a_learned_convolution_absorbs_t
         name: (False, True) for name in basic if name.endswith("_1_conv")
     }
     assert {order for name, order in basic.items() if name.endswith("_2_conv")} == {(True, False)}
+    # VGG: free between two convolutions; the network's output without the classifier keeps its order.
+    vgg = _hetconv_orders(applications.EffVGG16(include_top=False, style="cifar", input_shape=(32, 32, 3)))
+    assert vgg.pop("block5_conv3") == (True, False) and set(vgg.values()) == {(True, True)}
+    vgg_top = _hetconv_orders(applications.EffVGG16(style="cifar", input_shape=(32, 32, 3), classes=10))
+    assert vgg_top["block5_conv3"] == (True, True)
     # convert() cannot see the neighbours: the paper's order everywhere.
     assert set(_hetconv_orders(converted[0]).values()) == {(False, False)}
     # conv_config overrides the hint.
