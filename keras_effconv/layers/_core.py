@@ -6,6 +6,8 @@ in `benchmarks/layers.py`), the choice is made in ONE place: `_FAST_FORMS`.
 Argument validation is not here: it lives in `keras_effconv._validation`.
 """
 
+import contextlib
+import contextvars
 import math
 import weakref
 
@@ -299,6 +301,21 @@ def _torch_tracing(tensor):
 # ----------------------------------------------------------------------------
 
 
+# Whether the layer being called runs a training step (its `call(training=True)`): set by the
+# layers around their computation, read by the primitives whose fastest form differs there.
+_TRAINING_STEP = contextvars.ContextVar("keras_effconv_training_step", default=False)
+
+
+@contextlib.contextmanager
+def training_step(training):
+    """Marks the primitives called inside as part of a training step (`training=True`) or not."""
+    token = _TRAINING_STEP.set(bool(training))
+    try:
+        yield
+    finally:
+        _TRAINING_STEP.reset(token)
+
+
 def conv(x, kernel, strides=1, padding="same", dilation_rate=1, data_format="channels_last"):
     """`keras.ops.conv` (a grouped kernel `(kh, kw, C_in/g, C_out)` gives g groups), without layout copies on torch."""
     if _pointwise_as_matmul(x, kernel, data_format):
@@ -332,19 +349,30 @@ def _pointwise_as_matmul(x, kernel, data_format):
     measured faster as a product (7x7, 2048 -> 512: 21.0 against 10.4 ms),
     EffResNet50's factorized training step did not (median 1576 ms with
     convolutions, 1870 with products, interleaved).
-    TensorFlow: never (its 1x1 convolution and product measured equal).
+    TensorFlow: in training steps (`training_step(True)`) on maps smaller
+    than 56x56. oneDNN's 1x1 weight gradient is slow (a two-unit
+    FactorizedConv2D step at 14x14x32, batch 128: 3.6 of 10.8 ms in its
+    two 1x1 filter gradients, against 3.5 ms for the 3x3 Conv2D's): forward
+    + backward of the layers measured 1.06-1.33x faster with products
+    (FactorizedConv2D, DepthwiseSeparableConv2D, 14x14 to 7x7), but 0.96x at
+    56x56x64 (a 56x56 256 -> 64 product 0.86x); in inference the product
+    loses where TensorFlow fuses the convolution with its bias, residual and
+    ReLU (two-unit FactorizedConv2D forward 0.73-0.98x).
     """
     if tuple(kernel.shape[:2]) != (1, 1) or kernel.shape[2] != x.shape[channel_axis(data_format)]:
         return False
     backend = keras.backend.backend()
     if backend == "jax":
         return True
-    if backend == "torch" and data_format == "channels_last":
+    if data_format != "channels_last":
+        return False
+    h, w = x.shape[1:3]
+    small = h is not None and w is not None and h * w < 56 * 56
+    if backend == "torch":
         import torch
 
-        h, w = x.shape[1:3]
-        return not torch.is_grad_enabled() and h is not None and w is not None and h * w < 56 * 56
-    return False
+        return not torch.is_grad_enabled() and small
+    return backend == "tensorflow" and _TRAINING_STEP.get() and small
 
 
 def _pointwise_matmul(x, kernel, strides, data_format):
@@ -356,7 +384,11 @@ def _pointwise_matmul(x, kernel, strides, data_format):
     matrix = ops.reshape(kernel, kernel.shape[2:])
     if data_format == "channels_last":
         if (sh, sw) != (1, 1):
-            x = x[:, ::sh, ::sw, :]
+            if None not in x.shape[1:3]:
+                # TensorFlow's strided slice runs element by element; every_nth is a reshape.
+                x = every_nth(x, (0, 0), [ceil_div(n, s) for n, s in zip(x.shape[1:3], (sh, sw))], (sh, sw))
+            else:
+                x = x[:, ::sh, ::sw, :]
         shape = ops.shape(x)
         y = ops.matmul(ops.reshape(x, (-1, shape[3])), matrix)
         return ops.reshape(y, (shape[0], shape[1], shape[2], matrix.shape[1]))

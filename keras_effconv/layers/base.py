@@ -165,10 +165,11 @@ class EfficientConv2D(keras.layers.Layer):
         self.input_channels = input_channels
 
     def call(self, inputs, training=None):
-        if self.EXECUTION_FORMS:
-            form = self.execution_form(tuple(inputs.shape), training=bool(training))
-            return self._bias_and_activation(self._convolve(inputs, form))
-        return self._bias_and_activation(self._convolve(inputs))
+        with _core.training_step(training):
+            if self.EXECUTION_FORMS:
+                form = self.execution_form(tuple(inputs.shape), training=bool(training))
+                return self._bias_and_activation(self._convolve(inputs, form))
+            return self._bias_and_activation(self._convolve(inputs))
 
     def _bias_and_activation(self, outputs):
         """Adds the layer's bias and applies its activation (the end of `call`)."""

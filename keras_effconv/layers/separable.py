@@ -53,7 +53,7 @@ class DepthwiseSeparableConv2D(keras.layers.SeparableConv2D):
     """
 
     def call(self, inputs, training=None):
-        # `training` is accepted (and unused) so that `stateless_call(..., training=...)` works.
+        # `training` picks the primitives' forms (`_core.training_step`), as in the library's own layers.
         outputs = _core.depthwise_conv(
             inputs,
             self.depthwise_kernel,
@@ -62,7 +62,8 @@ class DepthwiseSeparableConv2D(keras.layers.SeparableConv2D):
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        outputs = _core.conv(outputs, self.pointwise_kernel, padding="valid", data_format=self.data_format)
+        with _core.training_step(training):
+            outputs = _core.conv(outputs, self.pointwise_kernel, padding="valid", data_format=self.data_format)
         if self.use_bias:
             outputs = _core.add_bias(outputs, self.bias, self.data_format)
         if self.activation is not None:

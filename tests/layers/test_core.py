@@ -167,7 +167,8 @@ class _KernelAsWeight(keras.layers.Layer):
         self.kernel = self.add_weight(shape=self.initial.shape, initializer=keras.initializers.Constant(self.initial))
 
     def call(self, x, training=None):
-        return self.op(x, self.kernel)
+        with _core.training_step(training):  # as the library's layers call their primitives
+            return self.op(x, self.kernel)
 
 
 @pytest.mark.parametrize("strides, padding, dilation", [(1, "same", 1), (2, "same", 1), (2, "valid", 1), (1, "same", 2)])
@@ -259,7 +260,8 @@ def test_pointwise_conv_and_its_kernel_gradient_match_reference(rng, size, strid
     if data_format == "channels_first":
         x, cotangent = x.transpose(0, 3, 1, 2), cotangent.transpose(0, 3, 1, 2)
         expected = expected.transpose(0, 3, 1, 2)
-    # `_core.conv` with a 1x1 kernel: a matrix product on JAX, and in torch inference below 56x56.
+    # `_core.conv` with a 1x1 kernel: a matrix product on JAX, in torch inference and in TensorFlow
+    # training steps (the gradient below) below 56x56.
     layer = _KernelAsWeight(
         k, lambda v, kernel: _core.conv(v, kernel, strides=strides, padding=padding, data_format=data_format)
     )
@@ -271,3 +273,7 @@ def test_pointwise_conv_and_its_kernel_gradient_match_reference(rng, size, strid
             assert_close(reference.to_numpy(layer(x)), expected)
     (grad,) = weight_gradients(layer, x, cotangent)
     assert_close(grad, grad_expected)
+    if BACKEND == "tensorflow":
+        with _core.training_step(True):
+            assert _core._pointwise_as_matmul(x, k, data_format) == (data_format == "channels_last")
+        assert not _core._pointwise_as_matmul(x, k, data_format)
