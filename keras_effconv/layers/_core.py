@@ -380,21 +380,25 @@ def _pointwise_matmul(x, kernel, strides, data_format):
 
     Padding never applies to a 1x1 kernel; strides subsample first.
     """
-    sh, sw = normalize_tuple(strides, 2, "strides")
+    x = subsample(x, strides, data_format)
     matrix = ops.reshape(kernel, kernel.shape[2:])
     if data_format == "channels_last":
-        if (sh, sw) != (1, 1):
-            if None not in x.shape[1:3]:
-                # TensorFlow's strided slice runs element by element; every_nth is a reshape.
-                x = every_nth(x, (0, 0), [ceil_div(n, s) for n, s in zip(x.shape[1:3], (sh, sw))], (sh, sw))
-            else:
-                x = x[:, ::sh, ::sw, :]
         shape = ops.shape(x)
         y = ops.matmul(ops.reshape(x, (-1, shape[3])), matrix)
         return ops.reshape(y, (shape[0], shape[1], shape[2], matrix.shape[1]))
-    if (sh, sw) != (1, 1):
-        x = x[:, :, ::sh, ::sw]
     return ops.einsum("bchw,cf->bfhw", x, matrix)
+
+
+def subsample(x, strides, data_format):
+    """`x[:, ::sh, ::sw]` on the spatial axes of `data_format` (`every_nth` where the sizes are known)."""
+    sh, sw = normalize_tuple(strides, 2, "strides")
+    if (sh, sw) == (1, 1):
+        return x
+    if data_format != "channels_last":
+        return x[:, :, ::sh, ::sw]
+    if None in x.shape[1:3]:
+        return x[:, ::sh, ::sw, :]
+    return every_nth(x, (0, 0), [ceil_div(n, s) for n, s in zip(x.shape[1:3], (sh, sw))], (sh, sw))
 
 
 def _torch_conv(x, kernel, strides, padding, dilation_rate, data_format):

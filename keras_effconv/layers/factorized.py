@@ -410,15 +410,7 @@ class TopologicalProjection(EfficientConv2D):
             # costs a copy (TF: 7.5 ms of FactorizedResNet50's 130 ms at batch 8).
             return _core.conv(x, self.dense_kernel(), strides=self.strides, padding="valid",
                               data_format=self.data_format)
-        if self.strides != (1, 1):
-            sh, sw = self.strides
-            if self.data_format == "channels_last" and None not in x.shape[1:3]:
-                counts = [_core.ceil_div(n, s) for n, s in zip(x.shape[1:3], self.strides)]
-                x = _core.every_nth(x, (0, 0), counts, self.strides)
-            elif self.data_format == "channels_last":
-                x = x[:, ::sh, ::sw, :]
-            else:
-                x = x[:, :, ::sh, ::sw]
+        x = _core.subsample(x, self.strides, self.data_format)
         kernels = self._group_kernels()
         y = None
         for o, shift in enumerate(self._offsets):
