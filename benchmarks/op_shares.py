@@ -17,6 +17,21 @@ prints that ceiling for every registered conv type next to its MAC reduction.
 The shares come from op times summed over TensorFlow's threads (2 cores
 here), so they are shares of CPU time, not of wall time.
 
+Convolutions do not run at one rate per MAC, so the script also times
+TensorFlow's own kernels at the shapes of ResNet50's 3x3 convolutions (all
+stride 1: keras' ResNet50 strides its 1x1s) — the dense 3x3, the grouped 3x3
+(4 groups), the 1x1 and the depthwise 3x3, forward and forward + both
+gradients — and the 3x3 layers' share of ResNet50's op time. A conv type that
+replaces only those layers in EffResNet50 (the script checks which layers
+each one changes) could make ResNet50 at most
+
+    1 / (1 - s + s / R)     (s: the 3x3 layers' share, R: its MAC reduction there)
+
+times faster if its layers ran in proportion to their MACs, and 1 / (1 - s)
+if they took no time at all; the last table divides both by the conv type's
+MAC reduction (bounds on op time; ResNet50's ops run mostly one after
+another, so wall time follows).
+
     KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/op_shares.py [--steps 2]
 
 Writes `benchmarks/results/op_shares_tensorflow.md`.
@@ -28,8 +43,10 @@ import datetime
 import glob
 import os
 import platform
+import re
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -51,8 +68,12 @@ def is_convolution(op_type):
     return any(word in op_type for word in ("Conv2D", "DepthwiseConv", "MatMul", "Einsum"))
 
 
-def op_times(step, steps):
-    """`{op type: CPU ms}` summed over `steps` profiled calls of `step` (TensorFlow's profiler)."""
+def op_times(step, steps, scopes=()):
+    """Profiles `steps` calls of `step` with TensorFlow's profiler.
+
+    Returns `({op type: CPU ms}, CPU ms of the ops named inside any of the
+    layer `scopes`)`, both per call.
+    """
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -65,7 +86,10 @@ def op_times(step, steps):
         space = xplane_pb2.XSpace()
         with open(path, "rb") as f:
             space.ParseFromString(f.read())
+    # An op's name holds its layer's scope ("resnet50_1/conv2_block1_2_conv_1/BiasAdd", gradients too).
+    in_scope = re.compile("/(" + "|".join(map(re.escape, scopes)) + r")(_\d+)?/") if scopes else None
     times = collections.Counter()
+    scoped = 0.0
     for plane in space.planes:
         names = {key: meta.name for key, meta in plane.event_metadata.items()}
         for line in plane.lines:
@@ -77,7 +101,9 @@ def op_times(step, steps):
                 if op_type in WRAPPERS or op_type.startswith("__inference"):
                     continue
                 times[op_type] += event.duration_ps / 1e9 / steps
-    return times
+                if in_scope is not None and in_scope.search(name):
+                    scoped += event.duration_ps / 1e9 / steps
+    return times, scoped
 
 
 def share_table(title, times):
@@ -112,13 +138,139 @@ def ceiling_table(conv_shares, reductions):
     return lines
 
 
+# Groups of the grouped 3x3 kernel timed: the grouped forms of the registered methods use 4 by default.
+KERNEL_GROUPS = 4
+
+
+def kernel_times(height, channels, rounds):
+    """Median wall ms of TensorFlow's kernels at one of ResNet50's 3x3 layers (stride 1, "same").
+
+    Returns `{kernel: {"inference": ms, "training": ms}}`, training being the
+    forward call plus the gradients with respect to the input and the kernel
+    (what a training step runs for a layer inside a network). Inputs and
+    kernels are variables, as in a model; the kernels run interleaved, round by
+    round.
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    def variable(*shape):
+        return tf.Variable(rng.standard_normal(shape).astype("float32"))
+
+    x = variable(BATCH, height, height, channels)
+    upstream = variable(BATCH, height, height, channels)
+    filters = {
+        "dense 3x3": variable(3, 3, channels, channels),
+        f"grouped 3x3 ({KERNEL_GROUPS} groups)": variable(3, 3, channels // KERNEL_GROUPS, channels),
+        "1x1": variable(1, 1, channels, channels),
+        "depthwise 3x3": variable(3, 3, channels, 1),
+    }
+
+    def runners(name, kernel):
+        depthwise = name.startswith("depthwise")
+        forward = tf.nn.depthwise_conv2d if depthwise else tf.nn.conv2d
+        strides = [1, 1, 1, 1]
+
+        def infer():
+            return tf.reshape(forward(x, kernel, strides, "SAME"), [-1])[0]
+
+        def train():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = forward(x, kernel, strides, "SAME")
+            grads = tape.gradient(y, [x, kernel], output_gradients=upstream)
+            return sum(tf.reshape(g, [-1])[0] for g in grads)
+
+        return {"inference": tf.function(infer), "training": tf.function(train)}
+
+    calls = {name: runners(name, kernel) for name, kernel in filters.items()}
+    samples = {name: {mode: [] for mode in modes} for name, modes in calls.items()}
+    for round_ in range(rounds + 2):  # two warm-up rounds: tracing, oneDNN's first-call setup
+        for name, modes in calls.items():
+            for mode, fn in modes.items():
+                start = time.perf_counter()
+                fn().numpy()
+                if round_ >= 2:
+                    samples[name][mode].append(1e3 * (time.perf_counter() - start))
+    return {name: {mode: float(np.median(t)) for mode, t in modes.items()} for name, modes in samples.items()}
+
+
+def kernel_tables(layer_shapes, shares, rounds):
+    """Markdown lines: kernel times at ResNet50's 3x3 shapes, then the ceiling each kernel set sets."""
+    counts = collections.Counter(layer_shapes)
+    per_shape = {}
+    for height, channels in counts:
+        print(f"timing TensorFlow's kernels at {height}x{height}x{channels} ...", file=sys.stderr, flush=True)
+        per_shape[(height, channels)] = kernel_times(height, channels, rounds)
+    kernels = list(next(iter(per_shape.values())))
+    lines = [
+        f"### TensorFlow's kernels at ResNet50's 3x3 layers, batch {BATCH} (wall ms, median of {rounds} rounds)",
+        "",
+        "training = forward + gradient w.r.t. input + gradient w.r.t. kernel; in brackets: time / dense 3x3's.",
+        "",
+        "| HxWxC (layers) | " + " | ".join(f"{k} inference | {k} training" for k in kernels) + " |",
+        "|---|" + "---:|" * (2 * len(kernels)),
+    ]
+    for (height, channels), times in per_shape.items():
+        dense = times["dense 3x3"]
+        cells = [
+            f"{times[k][mode]:.2f} ({times[k][mode] / dense[mode]:.2f})"
+            for k in kernels
+            for mode in ("inference", "training")
+        ]
+        lines.append(f"| {height}x{height}x{channels} ({counts[(height, channels)]}) | " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
+        f"ResNet50's 3x3 layers (their convolutions, biases and gradients) take **{100 * shares['inference']:.1f}%** "
+        f"of its inference op time and **{100 * shares['training']:.1f}%** of its training step's.",
+        "",
+    ]
+    return lines
+
+
+def three_by_three_table(shares, reductions, reductions_3x3):
+    """Markdown lines: per conv type, two bounds from the 3x3 layers' measured share of the op time.
+
+    `reductions_3x3[label]` is the MAC reduction within ResNet50's 3x3 layers,
+    or None for a conv type that changes other layers too (no bound then).
+    """
+    lines = [
+        "### Bounds for a conv type that replaces only the 3x3 layers, from their measured share",
+        "",
+        "Speedup / MAC reduction if the replaced 3x3 layers ran in proportion to their MACs "
+        "(`1 / (1 - s + s / 3x3 MAC reduction)`), and if they took no time at all (`1 / (1 - s)`).",
+        "",
+        "| model | MAC reduction | in the 3x3 layers | inference: MAC-proportional | no time "
+        "| training: MAC-proportional | no time |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, reduction in reductions.items():
+        reduction_3x3 = reductions_3x3[label]
+        if reduction_3x3 is None:
+            lines.append(f"| {label} | {reduction:.2f}x | replaces other layers too | | | | |")
+            continue
+        cells = []
+        for mode in ("inference", "training"):
+            share = shares[mode]
+            proportional = 1.0 / (1.0 - share + share / reduction_3x3)
+            free = 1.0 / (1.0 - share)
+            cells += [f"{proportional / reduction:.2f}", f"{free / reduction:.2f}"]
+        lines.append(f"| {label} | {reduction:.2f}x | {reduction_3x3:.2f}x | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2, help="profiled calls per mode (after 3 warm-up calls)")
+    parser.add_argument("--rounds", type=int, default=10, help="timed rounds per kernel and shape")
     parser.add_argument("--out", default=None, help="results file (default benchmarks/results/op_shares_tensorflow.md)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
     if keras.backend.backend() != "tensorflow":
         sys.exit("op_shares.py profiles with TensorFlow's profiler: run it with KERAS_BACKEND=tensorflow")
 
@@ -141,26 +293,53 @@ def main(argv=None):
         "`benchmarks/applications.py` runs).",
         "",
     ]
-    conv_shares = {}
+    three_by_three = [
+        layer for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (3, 3)
+    ]
+    conv_shares, shares_3x3 = {}, {}
     for mode, step in steps.items():
         print(f"profiling ResNet50 {mode} ...", file=sys.stderr, flush=True)
         for _ in range(3):
             step()
-        table, conv_shares[mode] = share_table(f"### ResNet50 {mode}, batch {BATCH}", op_times(step, args.steps))
+        times, scoped = op_times(step, args.steps, [layer.name for layer in three_by_three])
+        table, conv_shares[mode] = share_table(f"### ResNet50 {mode}, batch {BATCH}", times)
+        shares_3x3[mode] = scoped / sum(times.values())
         lines += table
     base_macs = profile(model).total_macs
     reductions = {}
+    reductions_3x3 = {}  # label -> MAC reduction within the 3x3 layers, None if it changes other layers
+    names_3x3 = {layer.name for layer in three_by_three}
+    base_types = {layer.name: type(layer) for layer in model.layers}
+    # keras' ResNet50 3x3s: stride 1, "same", C in = C out; MACs per image.
+    macs_3x3 = sum(
+        int(layer.input.shape[1]) * int(layer.input.shape[2]) * 9 * int(layer.input.shape[-1]) * layer.filters
+        for layer in three_by_three
+    )
     for conv in conv_method_names():
         if conv != "standard":
             network = applications.EffResNet50(conv=conv)
-            reductions[f"EffResNet50 {conv}"] = base_macs / profile(network).total_macs
+            label = f"EffResNet50 {conv}"
+            network_macs = profile(network).total_macs
+            reductions[label] = base_macs / network_macs
+            changed = {
+                layer.name for layer in network.layers
+                # Input layers take a fresh unique name in every model.
+                if not isinstance(layer, keras.layers.InputLayer) and base_types.get(layer.name) is not type(layer)
+            }
+            other_macs = base_macs - macs_3x3  # unchanged when only 3x3 layers changed
+            reductions_3x3[label] = macs_3x3 / (network_macs - other_macs) if changed <= names_3x3 else None
     lines += ceiling_table(conv_shares, reductions)
     lines += [
         "",
         "The ceiling assumes every convolution of the replacement runs at ResNet50's convolution rate per MAC "
         "and its other ops cost what ResNet50's do; measured speedups are in `applications_tensorflow.md` and "
         "`applications_training_tensorflow.md`.",
+        "",
     ]
+    layer_shapes = [(int(layer.input.shape[1]), int(layer.input.shape[-1])) for layer in three_by_three]
+    lines += kernel_tables(layer_shapes, shares_3x3, args.rounds)
+    lines += three_by_three_table(shares_3x3, reductions, reductions_3x3)
     save_results("\n".join(lines) + "\n", "op_shares_tensorflow.md", args.out)
 
 
