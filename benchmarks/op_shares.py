@@ -197,7 +197,7 @@ def kernel_times(height, channels, rounds):
 
 
 def kernel_tables(layer_shapes, shares, rounds):
-    """Markdown lines: kernel times at ResNet50's 3x3 shapes, then the ceiling each kernel set sets."""
+    """Markdown lines: TensorFlow's kernel times at ResNet50's 3x3 shapes, then the 3x3 layers' `shares`."""
     counts = collections.Counter(layer_shapes)
     per_shape = {}
     for height, channels in counts:
@@ -311,7 +311,7 @@ def main(argv=None):
     reductions_3x3 = {}  # label -> MAC reduction within the 3x3 layers, None if it changes other layers
     names_3x3 = {layer.name for layer in three_by_three}
     base_types = {layer.name: type(layer) for layer in model.layers}
-    # keras' ResNet50 3x3s: stride 1, "same", C in = C out; MACs per image.
+    # MACs per image; keras' ResNet50 3x3s have stride 1 and "same" padding (output size = input size).
     macs_3x3 = sum(
         int(layer.input.shape[1]) * int(layer.input.shape[2]) * 9 * int(layer.input.shape[-1]) * layer.filters
         for layer in three_by_three
@@ -334,7 +334,8 @@ def main(argv=None):
         "",
         "The ceiling assumes every convolution of the replacement runs at ResNet50's convolution rate per MAC "
         "and its other ops cost what ResNet50's do; measured speedups are in `applications_tensorflow.md` and "
-        "`applications_training_tensorflow.md`.",
+        "`applications_training_tensorflow.md`. ResNet50's 3x3 layers take less of its time than of its MACs, so "
+        "for a conv type that replaces only those, the last table's bounds (from their measured share) are tighter.",
         "",
     ]
     layer_shapes = [(int(layer.input.shape[1]), int(layer.input.shape[-1])) for layer in three_by_three]
