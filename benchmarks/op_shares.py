@@ -29,12 +29,22 @@ each one changes) could make ResNet50 at most
 
 times faster if its layers ran in proportion to their MACs, and 1 / (1 - s)
 if they took no time at all; the last table divides both by the conv type's
-MAC reduction (bounds on op time; ResNet50's ops run mostly one after
-another, so wall time follows).
+MAC reduction. These are bounds on op time; the last table measures the
+wall-time one directly: keras ResNet50 with its 3x3 convolutions removed
+(identities), timed interleaved with ResNet50 and every EffResNet50 whose
+conv type replaces only those layers, in inference and training steps.
+
+With `--layers` it profiles the layer grid of `benchmarks/layers.py` instead
+(every shape, Conv2D and every registered method's layers, forward and the
+forward + backward step that benchmark times, TensorFlow without XLA): each
+layer's op time next to Conv2D's and its op types by share, i.e. which ops
+cost the time where a layer is slower than the convolution it replaces.
 
     KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/op_shares.py [--steps 2]
+    KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/op_shares.py --layers
 
-Writes `benchmarks/results/op_shares_tensorflow.md`.
+Writes `benchmarks/results/op_shares_tensorflow.md` (`op_shares_layers_tensorflow.md`
+with `--layers`).
 """
 
 import argparse
@@ -55,6 +65,8 @@ import keras
 import keras_effconv
 from keras_effconv import applications
 from keras_effconv import profile
+from keras_effconv.profiling import measure_latency
+from keras_effconv.profiling import measure_training_speed
 from keras_effconv.conv_methods import conv_method_names
 from results_file import save_results
 
@@ -261,11 +273,140 @@ def three_by_three_table(shares, reductions, reductions_3x3):
     return lines
 
 
+def without_3x3(model, names_3x3):
+    """A copy of `model` whose layers named in `names_3x3` are identities (shape-preserving 3x3 convs)."""
+
+    def clone(layer):
+        if layer.name in names_3x3:
+            return keras.layers.Identity(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def wall_time_table(networks, reductions, names_3x3, x, y, rounds):
+    """Markdown lines: wall-time speedups of `networks` and of ResNet50 without its 3x3 layers, in one run.
+
+    `networks` maps labels to EffResNet50 models (compiled here); ResNet50
+    with its 3x3 convolutions removed is what no conv type that replaces only
+    those layers can beat, measured interleaved with them.
+    """
+    base_label, removed_label = "keras ResNet50", "ResNet50 with its 3x3 convolutions removed"
+    base = keras.applications.ResNet50(weights=None)
+    models = {base_label: base, removed_label: without_3x3(base, names_3x3), **networks}
+    for model in models.values():
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy")
+    print(f"timing {len(models)} networks, inference and training ({rounds} rounds) ...", file=sys.stderr, flush=True)
+    times = {
+        "inference": measure_latency(models, (SIZE, SIZE, 3), batch_size=BATCH, repeats=rounds, warmup=2),
+        "training": measure_training_speed(models, x, y, repeats=rounds, warmup=2),
+    }
+    speedups = {
+        mode: {label: t[base_label]["median_ms"] / t[label]["median_ms"] for label in models}
+        for mode, t in times.items()
+    }
+    lines = [
+        f"### Wall time, batch {BATCH}, one interleaved run ({rounds} rounds): speedup over keras ResNet50",
+        "",
+        f"{removed_label}: inference **{speedups['inference'][removed_label]:.2f}x**, training step "
+        f"**{speedups['training'][removed_label]:.2f}x** (median ms: inference "
+        f"{times['inference'][base_label]['median_ms']:.0f} -> {times['inference'][removed_label]['median_ms']:.0f}, "
+        f"training {times['training'][base_label]['median_ms']:.0f} -> "
+        f"{times['training'][removed_label]['median_ms']:.0f}). The bound columns divide these by each conv "
+        "type's MAC reduction.",
+        "",
+        "| model | MAC reduction | inference speedup | / MAC reduction | bound / MAC reduction "
+        "| training speedup | / MAC reduction | bound / MAC reduction |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in networks:
+        reduction = reductions[label]
+        cells = []
+        for mode in ("inference", "training"):
+            cells += [
+                f"{speedups[mode][label]:.2f}x",
+                f"{speedups[mode][label] / reduction:.2f}",
+                f"{speedups[mode][removed_label] / reduction:.2f}",
+            ]
+        lines.append(f"| {label} | {reduction:.2f}x | " + " | ".join(cells) + " |")
+    return lines
+
+
+# Op types to name per layer: the largest, down to this share of the layer's op time.
+LAYER_OPS_SHOWN = 8
+LAYER_OP_MIN_SHARE = 0.03
+
+
+def _short_op(op_type):
+    # oneDNN's kernels carry a prefix that says nothing about the work ("_MklNativeFusedConv2D").
+    for prefix in ("_MklNative", "_Mkl"):
+        if op_type.startswith(prefix):
+            return op_type[len(prefix):]
+    return op_type
+
+
+def layer_tables(steps):
+    """Markdown lines: op time and op shares of every layer in `benchmarks/layers.py`'s grid."""
+    # The grid's shapes, layers and TensorFlow runners, so that both scripts profile the same calls.
+    import layers as layer_grid
+
+    lines = [
+        f"| input x batch | layer | step | CPU ms per call | / {layer_grid.BASELINE} | op types (share of the layer's op time) |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    specs = layer_grid.layer_specs()
+    rng = np.random.default_rng(0)
+    for (h, w, c), batch in layer_grid.CONFIGS:
+        x = keras.ops.convert_to_tensor(rng.standard_normal((batch, h, w, c)).astype("float32"))
+        baseline = {}
+        for label, factory, _ in specs:
+            print(f"profiling {label} at {h}x{w}x{c} ...", file=sys.stderr, flush=True)
+            keras.utils.set_random_seed(0)
+            layer = factory(c)
+            layer(x)
+            runners = layer_grid._tensorflow_runners(layer, x)["non_xla"]
+            for kind, name in (("fwd", "fwd"), ("fwd_bwd", "fwd+bwd")):
+                for _ in range(3):  # tracing and oneDNN's first calls
+                    runners[kind]()
+                times, _ = op_times(runners[kind], steps)
+                total = sum(times.values())
+                baseline.setdefault(kind, total)
+                shown = [
+                    f"{_short_op(op)} {100 * t / total:.0f}%"
+                    for op, t in times.most_common(LAYER_OPS_SHOWN)
+                    if t / total >= LAYER_OP_MIN_SHARE
+                ]
+                lines.append(
+                    f"| {h}x{w}x{c} x{batch} | {label} | {name} | {total:.2f} | {total / baseline[kind]:.2f} | "
+                    + ", ".join(shown) + " |"
+                )
+    return lines
+
+
+def main_layers(args):
+    lines = [
+        "# The layer grid on TensorFlow: where each layer's op time goes",
+        "",
+        f"Generated {datetime.date.today().isoformat()} by `benchmarks/op_shares.py --layers`; keras_effconv "
+        f"{keras_effconv.__version__}, Keras {keras.__version__}, {platform.machine()}, {os.cpu_count()} CPU "
+        f"cores. The calls of `benchmarks/layers.py` (tf.function without XLA; fwd+bwd = forward with "
+        "`training=True` + gradient of sum(output^2) w.r.t. the layer's weights); op times from TensorFlow's "
+        f"profiler, summed over threads and averaged over {args.steps} profiled calls after 3 warm-up calls. "
+        f"Op types from {100 * LAYER_OP_MIN_SHARE:.0f}% of the layer's op time up, oneDNN's `_Mkl`/`_MklNative` "
+        "prefixes left out. Op time sums both cores' work, so a layer whose ops keep the cores less busy "
+        "loses more wall time than this column shows (wall-time speedups: `layers_tensorflow.md`).",
+        "",
+    ]
+    lines += layer_tables(args.steps)
+    save_results("\n".join(lines) + "\n", "op_shares_layers_tensorflow.md", args.out)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2, help="profiled calls per mode (after 3 warm-up calls)")
-    parser.add_argument("--rounds", type=int, default=10, help="timed rounds per kernel and shape")
-    parser.add_argument("--out", default=None, help="results file (default benchmarks/results/op_shares_tensorflow.md)")
+    parser.add_argument("--rounds", type=int, default=10, help="timed rounds per kernel and shape, and per network in the wall-time table")
+    parser.add_argument("--layers", action="store_true", help="profile benchmarks/layers.py's grid instead of ResNet50")
+    parser.add_argument("--out", default=None, help="results file (default benchmarks/results/op_shares_tensorflow.md, or op_shares_layers_tensorflow.md with --layers)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
@@ -273,6 +414,9 @@ def main(argv=None):
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     if keras.backend.backend() != "tensorflow":
         sys.exit("op_shares.py profiles with TensorFlow's profiler: run it with KERAS_BACKEND=tensorflow")
+    if args.layers:
+        main_layers(args)
+        return
 
     model = keras.applications.ResNet50(weights=None)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy")
@@ -316,10 +460,12 @@ def main(argv=None):
         int(layer.input.shape[1]) * int(layer.input.shape[2]) * 9 * int(layer.input.shape[-1]) * layer.filters
         for layer in three_by_three
     )
+    networks = {}
     for conv in conv_method_names():
         if conv != "standard":
             network = applications.EffResNet50(conv=conv)
             label = f"EffResNet50 {conv}"
+            networks[label] = network
             network_macs = profile(network).total_macs
             reductions[label] = base_macs / network_macs
             changed = {
@@ -341,6 +487,8 @@ def main(argv=None):
     layer_shapes = [(int(layer.input.shape[1]), int(layer.input.shape[-1])) for layer in three_by_three]
     lines += kernel_tables(layer_shapes, shares_3x3, args.rounds)
     lines += three_by_three_table(shares_3x3, reductions, reductions_3x3)
+    only_3x3 = {label: network for label, network in networks.items() if reductions_3x3[label] is not None}
+    lines += [""] + wall_time_table(only_3x3, reductions, names_3x3, x, y, args.rounds)
     save_results("\n".join(lines) + "\n", "op_shares_tensorflow.md", args.out)
 
 
