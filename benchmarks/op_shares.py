@@ -80,8 +80,12 @@ def is_convolution(op_type):
     return any(word in op_type for word in ("Conv2D", "DepthwiseConv", "MatMul", "Einsum"))
 
 
+# Unprofiled calls before the profiled ones: tracing, oneDNN's first-call setup.
+WARMUP_CALLS = 3
+
+
 def op_times(step, steps, scopes=()):
-    """Profiles `steps` calls of `step` with TensorFlow's profiler.
+    """Profiles `steps` calls of `step` with TensorFlow's profiler, after `WARMUP_CALLS` unprofiled ones.
 
     Returns `({op type: CPU ms}, CPU ms of the ops named inside any of the
     layer `scopes`)`, both per call.
@@ -89,6 +93,8 @@ def op_times(step, steps, scopes=()):
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
+    for _ in range(WARMUP_CALLS):
+        step()
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         for _ in range(steps):
@@ -284,18 +290,19 @@ def without_3x3(model, names_3x3):
     return keras.models.clone_model(model, clone_function=clone)
 
 
-def wall_time_table(networks, reductions, names_3x3, x, y, rounds):
+def wall_time_table(base, networks, reductions, names_3x3, x, y, rounds):
     """Markdown lines: wall-time speedups of `networks` and of ResNet50 without its 3x3 layers, in one run.
 
-    `networks` maps labels to EffResNet50 models (compiled here); ResNet50
-    with its 3x3 convolutions removed is what no conv type that replaces only
-    those layers can beat, measured interleaved with them.
+    `base` is the compiled keras ResNet50; `networks` maps labels to
+    EffResNet50 models (compiled here). ResNet50 with its 3x3 convolutions
+    removed is what no conv type that replaces only those layers can beat,
+    measured interleaved with them.
     """
     base_label, removed_label = "keras ResNet50", "ResNet50 with its 3x3 convolutions removed"
-    base = keras.applications.ResNet50(weights=None)
     models = {base_label: base, removed_label: without_3x3(base, names_3x3), **networks}
-    for model in models.values():
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy")
+    for label, model in models.items():
+        if label != base_label:
+            model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy")
     print(f"timing {len(models)} networks, inference and training ({rounds} rounds) ...", file=sys.stderr, flush=True)
     times = {
         "inference": measure_latency(models, (SIZE, SIZE, 3), batch_size=BATCH, repeats=rounds, warmup=2),
@@ -366,8 +373,6 @@ def layer_tables(steps):
             layer(x)
             runners = layer_grid._tensorflow_runners(layer, x)["non_xla"]
             for kind, name in (("fwd", "fwd"), ("fwd_bwd", "fwd+bwd")):
-                for _ in range(3):  # tracing and oneDNN's first calls
-                    runners[kind]()
                 times, _ = op_times(runners[kind], steps)
                 total = sum(times.values())
                 baseline.setdefault(kind, total)
@@ -391,7 +396,8 @@ def main_layers(args):
         f"{keras_effconv.__version__}, Keras {keras.__version__}, {platform.machine()}, {os.cpu_count()} CPU "
         f"cores. The calls of `benchmarks/layers.py` (tf.function without XLA; fwd+bwd = forward with "
         "`training=True` + gradient of sum(output^2) w.r.t. the layer's weights); op times from TensorFlow's "
-        f"profiler, summed over threads and averaged over {args.steps} profiled calls after 3 warm-up calls. "
+        f"profiler, summed over threads and averaged over {args.steps} profiled calls after {WARMUP_CALLS} warm-up "
+        "calls. "
         f"Op types from {100 * LAYER_OP_MIN_SHARE:.0f}% of the layer's op time up, oneDNN's `_Mkl`/`_MklNative` "
         "prefixes left out. Op time sums both cores' work, so a layer whose ops keep the cores less busy "
         "loses more wall time than this column shows (wall-time speedups: `layers_tensorflow.md`).",
@@ -403,7 +409,7 @@ def main_layers(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=2, help="profiled calls per mode (after 3 warm-up calls)")
+    parser.add_argument("--steps", type=int, default=2, help=f"profiled calls per mode (after {WARMUP_CALLS} warm-up calls)")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds per kernel and shape, and per network in the wall-time table")
     parser.add_argument("--layers", action="store_true", help="profile benchmarks/layers.py's grid instead of ResNet50")
     parser.add_argument("--out", default=None, help="results file (default benchmarks/results/op_shares_tensorflow.md, or op_shares_layers_tensorflow.md with --layers)")
@@ -433,7 +439,7 @@ def main(argv=None):
         f"Generated {datetime.date.today().isoformat()} by `benchmarks/op_shares.py`; keras_effconv "
         f"{keras_effconv.__version__}, Keras {keras.__version__}, {platform.machine()}, {os.cpu_count()} CPU "
         f"cores. {SIZE}x{SIZE}, batch {BATCH}; op times from TensorFlow's profiler, summed over threads and "
-        f"averaged over {args.steps} profiled calls after 3 warm-up calls (tf.function without XLA, as "
+        f"averaged over {args.steps} profiled calls after {WARMUP_CALLS} warm-up calls (tf.function without XLA, as "
         "`benchmarks/applications.py` runs).",
         "",
     ]
@@ -444,22 +450,18 @@ def main(argv=None):
     conv_shares, shares_3x3 = {}, {}
     for mode, step in steps.items():
         print(f"profiling ResNet50 {mode} ...", file=sys.stderr, flush=True)
-        for _ in range(3):
-            step()
         times, scoped = op_times(step, args.steps, [layer.name for layer in three_by_three])
         table, conv_shares[mode] = share_table(f"### ResNet50 {mode}, batch {BATCH}", times)
         shares_3x3[mode] = scoped / sum(times.values())
         lines += table
-    base_macs = profile(model).total_macs
+    base_report = profile(model)
+    base_macs = base_report.total_macs
     reductions = {}
     reductions_3x3 = {}  # label -> MAC reduction within the 3x3 layers, None if it changes other layers
     names_3x3 = {layer.name for layer in three_by_three}
     base_types = {layer.name: type(layer) for layer in model.layers}
-    # MACs per image; keras' ResNet50 3x3s have stride 1 and "same" padding (output size = input size).
-    macs_3x3 = sum(
-        int(layer.input.shape[1]) * int(layer.input.shape[2]) * 9 * int(layer.input.shape[-1]) * layer.filters
-        for layer in three_by_three
-    )
+    macs_3x3 = sum(row.macs for row in base_report.rows if row.name in names_3x3)
+    other_macs = base_macs - macs_3x3  # unchanged in a network that changes only the 3x3 layers
     networks = {}
     for conv in conv_method_names():
         if conv != "standard":
@@ -473,7 +475,6 @@ def main(argv=None):
                 # Input layers take a fresh unique name in every model.
                 if not isinstance(layer, keras.layers.InputLayer) and base_types.get(layer.name) is not type(layer)
             }
-            other_macs = base_macs - macs_3x3  # unchanged when only 3x3 layers changed
             reductions_3x3[label] = macs_3x3 / (network_macs - other_macs) if changed <= names_3x3 else None
     lines += ceiling_table(conv_shares, reductions)
     lines += [
@@ -488,7 +489,7 @@ def main(argv=None):
     lines += kernel_tables(layer_shapes, shares_3x3, args.rounds)
     lines += three_by_three_table(shares_3x3, reductions, reductions_3x3)
     only_3x3 = {label: network for label, network in networks.items() if reductions_3x3[label] is not None}
-    lines += [""] + wall_time_table(only_3x3, reductions, names_3x3, x, y, args.rounds)
+    lines += [""] + wall_time_table(model, only_3x3, reductions, names_3x3, x, y, args.rounds)
     save_results("\n".join(lines) + "\n", "op_shares_tensorflow.md", args.out)
 
 
